@@ -1,0 +1,208 @@
+"""BC and %BC: behaviour cloning, optionally on the best episodes only.
+
+Behaviour cloning regresses the dataset's actions; %BC ("filtered BC") does the same on the top
+fraction of episodes ranked by return, the baseline that IQL, DT and CORL report as 10%BC
+(Chen et al., "Decision Transformer", NeurIPS 2021, arXiv:2106.01345; Kostrikov et al. ICLR 2022):
+
+    D_top = the ceil(fraction * #episodes) episodes with the highest undiscounted return
+    L(phi) = E_(s,a)~D_top [ || pi_phi(s) - a ||^2 ]      (mean over the action dimensions)
+
+Implementation details:
+ 1. Deterministic MLP policy, 2x256 ReLU, tanh output, PyTorch's default init (as TD3+BC's actor
+    and CORL's any_percent_bc).
+ 2. Observations are normalized with the mean and std + 1e-3 of the data actually trained on.
+ 3. Episodes are ranked by their undiscounted return, whole episodes are kept (not timesteps, as
+    DT's `pct_traj` does); `--top-fraction 1.0` is plain BC, 0.1 is 10%BC.
+ 4. Adam 3e-4, batch 256, 1M updates (CORL's settings; there is no official D4RL BC code).
+
+Usage:
+    python algorithms/bc.py                                          # stitch/hopper/medium-replay-v0
+    python algorithms/bc.py --top-fraction 0.1                       # 10%BC
+    python algorithms/bc.py --resume runs/bc__stitch-hopper-medium-replay-v0__s0__20261121-120000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from common.buffer import Buffer  # noqa: E402
+from common.checkpoints import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
+from common.data import DatasetError, load_dataset, observation_stats, top_fraction_episodes  # noqa: E402
+from common.evaluation import evaluate  # noqa: E402
+from common.logging import Run, git_commit, run_name  # noqa: E402
+
+
+@dataclasses.dataclass
+class Args:
+    dataset: str = "stitch/hopper/medium-replay-v0"
+    """Minari dataset id (stitch/... ids are built locally when missing)."""
+    seed: int = 0
+    """Seed for network init, minibatch sampling and evaluation."""
+    total_steps: int = 1_000_000
+    """Number of gradient updates."""
+    batch_size: int = 256
+    """Minibatch size."""
+    hidden_dim: int = 256
+    """Width of the two hidden layers of the policy."""
+    actor_lr: float = 3e-4
+    """Policy learning rate."""
+    top_fraction: float = 1.0
+    """Fraction of episodes, best return first, to clone: 1.0 is BC, 0.1 is 10%BC."""
+    normalize_obs: bool = True
+    """Normalize observations with the mean and std of the cloned data."""
+    eval_every: int = 5_000
+    """Updates between evaluations."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic actions)."""
+    log_every: int = 1_000
+    """Updates between training-metric logs."""
+    checkpoint_every: int = 50_000
+    """Updates between checkpoints (one is always written at the end)."""
+    device: str = "auto"
+    """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    runs_dir: str = "runs"
+    """Folder that holds run folders."""
+    resume: str | None = None
+    """A run folder to continue (its own saved settings are used)."""
+    download: bool = False
+    """Download a remote (non-stitch) dataset if it is not found locally."""
+    track: bool = False
+    """Log to Weights & Biases (offline mode unless WANDB_MODE says otherwise)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def check_args(args: Args) -> None:
+    check_common(args)
+    require(0.0 < args.top_fraction <= 1.0, "top_fraction", "must be in (0, 1]", args.top_fraction)
+    require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------
+class Actor(nn.Module):
+    """Deterministic policy pi(s) = tanh(MLP(s))."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, act_dim), nn.Tanh())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses (one per equation of the paper)
+# ----------------------------------------------------------------------------------------------
+def bc_loss(pi: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """L = E[||pi(s) - a||^2], averaged over batch and action dimensions."""
+    return F.mse_loss(pi, act)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+def make_optimizer(params, lr: float) -> torch.optim.Adam:
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def train(args: Args) -> dict:
+    state = None
+    if args.resume is not None:
+        state = load_checkpoint(Path(args.resume) / "checkpoint.pt")
+        args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+    check_args(args)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+
+    # Data: the top fraction of episodes by return; observations normalized with their statistics.
+    data = load_dataset(args.dataset, download=args.download)
+    if args.top_fraction < 1.0:
+        data = data.select_episodes(top_fraction_episodes(data, args.top_fraction))
+    if args.normalize_obs:
+        obs_mean, obs_std = observation_stats(data.observations, eps=1e-3)
+    else:
+        obs_mean, obs_std = np.zeros(data.obs_dim, np.float32), np.ones(data.obs_dim, np.float32)
+    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, obs_mean=obs_mean, obs_std=obs_std)
+    obs_mean_t, obs_std_t = torch.as_tensor(obs_mean, device=device), torch.as_tensor(obs_std, device=device)
+
+    actor = Actor(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
+    actor_opt = make_optimizer(actor.parameters(), args.actor_lr)
+
+    step, evals = 0, []
+    if state is not None:
+        for name, obj in (("actor", actor), ("actor_opt", actor_opt), ("buffer", buffer)):
+            obj.load_state_dict(state[name])
+        set_rng_state(state["rng"])
+        step, evals = int(state["step"]), json.loads(state["evals"])
+    run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("bc", args.dataset, args.seed)
+    run = Run(run_dir, args, "bc", args.total_steps, step, args.track, progress=args.progress)
+    run.write_json("args.json", dataclasses.asdict(args))
+
+    def update(batch, step: int) -> dict[str, torch.Tensor]:
+        obs, act = batch.obs, batch.actions
+        loss = bc_loss(actor(obs), act)
+        actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        actor_opt.step()
+        return {"loss/bc": loss}
+
+    def policy_fn(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return actor((torch.as_tensor(obs, device=device) - obs_mean_t) / obs_std_t).cpu().numpy()
+
+    def save() -> None:
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(), "buffer": buffer.state_dict(), "rng": rng_state(), "step": step, "evals": json.dumps(evals),
+            "args": json.dumps(dataclasses.asdict(args)), "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
+
+    start_time, start_step = time.time(), step
+    while step < args.total_steps:
+        step += 1
+        metrics = update(buffer.sample(args.batch_size), step)
+        if step % args.log_every == 0:
+            run.log(step, {k: v.item() for k, v in metrics.items()}
+                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+            run.advance(args.log_every)
+        if step % args.eval_every == 0 or step == args.total_steps:
+            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+            score = float(data.normalized_score(returns).mean())
+            evals.append({"step": step, "return": float(returns.mean()), "score": score})
+            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+            run.score(step, score)
+        if step % args.checkpoint_every == 0 or step == args.total_steps:
+            save()
+    run.advance(step - run.progress.n)
+    result = {"algo": "bc", "dataset": args.dataset, "seed": args.seed, "steps": step,
+              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
+              "git_commit": git_commit(), "args": dataclasses.asdict(args)}
+    run.write_json("result.json", result)
+    run.close()
+    print(f"bc {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
+          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        train(tyro.cli(Args))
+    except (ArgumentError, CheckpointError, DatasetError) as e:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {e}")

@@ -1,0 +1,65 @@
+"""The behaviour-policy network shared by the SAC trainer and the dataset builder.
+
+A tanh-squashed Gaussian actor (SAC's policy). Snapshots are stored as plain state dicts plus a
+little metadata so they load with `torch.load(..., weights_only=True)` and are small enough to
+ship with the repository (`benchmarks/policies/`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class GaussianActor(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, hidden
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mu = nn.Linear(hidden, act_dim)
+        self.log_std = nn.Linear(hidden, act_dim)
+
+    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(obs)
+        log_std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.mu(h), log_std
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized tanh-Gaussian sample and its log-probability."""
+        mu, log_std = self.dist(obs)
+        std = log_std.exp()
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        u = mu + std * eps
+        a = torch.tanh(u)
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return a, logp
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        if deterministic:
+            return torch.tanh(self.dist(obs)[0])
+        return self.sample(obs, generator)[0]
+
+
+def save_actor(path: Path, actor: GaussianActor, env_id: str, step: int) -> None:
+    tmp = Path(str(path) + ".tmp")
+    torch.save({"state_dict": {k: v.detach().clone() for k, v in actor.state_dict().items()},
+                "obs_dim": actor.obs_dim, "act_dim": actor.act_dim, "hidden": actor.hidden,
+                "env_id": env_id, "step": step}, tmp)
+    os.replace(tmp, path)
+
+
+def load_actor(path: str | Path) -> tuple[GaussianActor, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    actor = GaussianActor(blob["obs_dim"], blob["act_dim"], blob["hidden"])
+    actor.load_state_dict(blob["state_dict"])
+    actor.eval()
+    return actor, {k: v for k, v in blob.items() if k != "state_dict"}

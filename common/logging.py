@@ -1,0 +1,80 @@
+"""Run folders, console progress and metrics.
+
+    run = Run.start(args, algo="iql")          # runs/iql__stitch-hopper-medium-replay-v0__s0__<time>/
+    run.log(step, {"loss/q": 0.3})              # -> metrics.jsonl (always), wandb (only with --track)
+    run.progress.update(...)                    # tqdm bar: step, updates/s, last score, ETA
+    run.close()
+
+`metrics.jsonl` gets one JSON object per `log` call; Weights & Biases is used only with `--track`,
+in offline mode unless `WANDB_MODE` says otherwise, so a run never waits on the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def run_name(algo: str, dataset: str, seed: int) -> str:
+    return f"{algo}__{dataset.replace('/', '-')}__s{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class Run:
+    def __init__(self, run_dir: Path, args: Any, algo: str, total_steps: int, start_step: int, track: bool,
+                 project: str = "stitch", progress: bool = True):
+        self.dir = run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.algo = algo
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self._metrics = open(self.metrics_path, "a")
+        self.last_score: float | None = None
+        self.progress = tqdm(total=total_steps, initial=start_step, desc=algo, unit="upd", dynamic_ncols=True,
+                             disable=not progress or None, mininterval=1.0, file=sys.stderr)
+        self.wandb = None
+        if track:
+            import wandb
+
+            os.environ.setdefault("WANDB_MODE", "offline")
+            self.wandb = wandb.init(project=project, name=self.dir.name, dir=str(self.dir),
+                                    config=dataclasses.asdict(args), resume="allow", id=self.dir.name.replace("/", "-"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=int(step))
+
+    def score(self, step: int, score: float) -> None:
+        self.last_score = float(score)
+        self.progress.set_postfix(score=f"{score:.1f}", refresh=False)
+
+    def advance(self, n: int) -> None:
+        self.progress.update(n)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        tmp = self.dir / (name + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, self.dir / name)
+
+    def close(self) -> None:
+        self.progress.close()
+        self._metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish()
