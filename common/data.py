@@ -109,7 +109,8 @@ def local_dataset_ids() -> list[str]:
     root = datasets_root()
     if not root.is_dir():
         return []
-    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/data") if (p / "metadata.json").is_file())
+    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/data") if (p / "metadata.json").is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def suite_ids() -> list[str]:

@@ -1,0 +1,452 @@
+"""CQL: Conservative Q-Learning (continuous actions, SAC-based, CQL(H)).
+
+Kumar, Zhou, Tucker, Levine. "Conservative Q-Learning for Offline Reinforcement Learning." NeurIPS 2020.
+arXiv:2006.04779. Authors' code: github.com/aviralkumar2907/CQL (d4rl/rlkit/torch/sac/cql.py, PyTorch).
+
+CQL adds to soft actor-critic a regularizer that pushes Q down on actions the policy and a uniform
+proposal would pick (a soft maximum over actions) and up on the dataset's actions, so Q under-estimates
+values out of the data's support. Per critic i, with N samples of each kind (min_q_version = 3):
+
+    gap_i     = E_s[ temp log sum_{a in A_s} exp( (Q_i(s, a) - log mu(a|s)) / temp ) ] - E_(s,a)~D[ Q_i(s, a) ]
+                A_s: N actions ~ U[-1, 1]^|A| (mu = 0.5^|A|), N ~ pi(.|s'), N ~ pi(.|s), all evaluated at s
+    L_Q(theta) = sum_i ( E_D[ (Q_i(s, a) - y)^2 ] + cql_alpha gap_i ),  y = r + gamma (1 - d) min_j Qbar_j(s', a')
+                 with a' ~ pi(.|s')
+    L_pi(phi)  = E_s[ alpha log pi(a~|s) - min_i Q_i(s, a~) ],  a~ ~ pi(.|s) reparameterized
+                 (the first bc_steps updates: E_(s,a)~D[ alpha log pi(a~|s) - log pi(a|s) ] instead)
+    L_alpha    = -E_s[ log alpha (log pi(a~|s) + target_entropy) ]
+    Lagrange:  the CQL term becomes alpha' (cql_alpha gap_i - threshold), alpha' = exp(log alpha') clipped to
+               [0, 1e6], and log alpha' minimizes L_alpha' = -1/2 sum_i alpha' (cql_alpha gap_i - threshold),
+               so alpha' grows while the gap exceeds the threshold and shrinks below it.
+
+Implementation details (all from the authors' code unless marked "deviation"):
+ 1. One update: the entropy temperature alpha first, then the actor and the critics, each against the
+    networks as they were at the start of the update (the actor's loss uses the Q before this update's
+    Q step, the critics use actions sampled from the policy before its step), then Polyak averaging of
+    both target critics (tau = 0.005) every update.
+ 2. Deterministic backup: the target has no entropy term (`--backup-entropy` adds -alpha log pi(a'|s')).
+    The target uses the min of the two target critics at one action a' ~ pi(.|s').
+ 3. Importance-sampled log-sum-exp: each sampled Q is divided by its proposal density (uniform 0.5^|A|,
+    or pi's density, both without gradient); the constant log(3N) normalizer is omitted. Samples are drawn
+    without gradient: the conservative term trains only the critics.
+ 4. No reward scaling and no observation normalization (`--reward-scale` optionally applies IQL's
+    1000 / (return range) scale, off by default). Actions live in [-1, 1], which the uniform proposal
+    assumes (`common` maps other Box bounds to [-1, 1] and back; MuJoCo's are already +-1).
+ 5. Policy: tanh-squashed Gaussian, state-dependent log-std clamped to [-5, 2]; log-probabilities use
+    log N(z) - log(1 - tanh(z)^2 + 1e-6). For the log-probability of a dataset action, the action is
+    clipped to +-(1 - 1e-6) before atanh and the pre-tanh mean to [-9, 9] (rlkit's `log_prob`; deviation:
+    the Jacobian term also uses the clipped action, which changes nothing unless |a| > 1 - 1e-6).
+    Evaluation uses tanh(mean).
+ 6. The first `bc_steps` = 40,000 updates train the policy by behaviour cloning (with the entropy bonus);
+    the critics train with the full CQL loss from the start. Entropy tuning: target -|A|, log alpha
+    initialized at 0, learning rate = actor lr.
+ 7. Networks: 3x256 ReLU MLPs for the twin Q and the policy, rlkit init: hidden layers W ~ U(+-1/sqrt(d)),
+    b = 0.1, where rlkit's `fanin_init` reads d = size[0] of PyTorch's [out, in] weight, i.e. the layer's
+    OUTPUT width (copied as is); Q's output layer W, b ~ U(+-3e-3); the policy's mean and log-std layers
+    W, b ~ U(+-1e-3).
+ 8. The twin Q-functions are one batched ensemble module (weights [2, in, out]); the official code's two
+    Adam optimizers are one Adam over both (identical: Adam is elementwise and each loss touches one critic).
+    All 3N sampled actions and the dataset action go through both critics in one batched forward.
+ 9. Deviation (compute only, same distribution): the official code repeats each state N times and runs
+    the policy on the copies; here the policy runs once on the batch of s and s' and all samples are
+    drawn from those means and standard deviations.
+10. Deviation: the official code has the optional max-Q backup (`max_q_backup`) and CQL(rho) (`min_q_version=2`);
+    this script implements only the defaults (expected backup, CQL(H) importance-sampled).
+11. Deviation: evaluation runs 10 episodes every 5,000 updates (the official code runs 1,000 evaluation
+    steps every 1,000 updates), and the score is the final evaluation. Training is 1M updates (the paper's
+    count; the official script's 3000 epochs x 1000 updates is 3M).
+
+Default hyperparameters are the official D4RL script (examples/cql_mujoco_new.py) with the README's
+recommendation for Gym-MuJoCo: cql_alpha (min_q_weight) 5.0 without Lagrange, policy lr 1e-4, Q lr 3e-4,
+batch 256, gamma 0.99, N = 10, temp 1.0, bc_steps (policy_eval_start) 40,000, deterministic backup.
+The README also reports cql_alpha 10 and policy lr 3e-4 as working; the paper used Lagrange threshold 10
+for Gym (`--lagrange-threshold 10`).
+
+Usage:
+    python algorithms/cql.py                                         # stitch/hopper/medium-replay-v0
+    python algorithms/cql.py --dataset stitch/walker2d/medium-v0 --cql-alpha 10 --seed 1
+    python algorithms/cql.py --lagrange-threshold 10 --cql-alpha 1   # CQL-Lagrange, as in the paper
+    python algorithms/cql.py --resume runs/cql__stitch-hopper-medium-replay-v0__s0__20261121-120000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from common.buffer import Buffer  # noqa: E402
+from common.checkpoints import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
+from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
+from common.evaluation import evaluate  # noqa: E402
+from common.logging import Run, git_commit, run_name  # noqa: E402
+
+
+@dataclasses.dataclass
+class Args:
+    dataset: str = "stitch/hopper/medium-replay-v0"
+    """Minari dataset id (stitch/... ids are built locally when missing)."""
+    seed: int = 0
+    """Seed for network init, minibatch sampling, policy and uniform samples, and evaluation."""
+    total_steps: int = 1_000_000
+    """Number of gradient updates."""
+    batch_size: int = 256
+    """Minibatch size."""
+    hidden_dim: int = 256
+    """Width of the three hidden layers of every network."""
+    actor_lr: float = 1e-4
+    """Policy learning rate (also the entropy temperature's)."""
+    critic_lr: float = 3e-4
+    """Learning rate of the Q-functions (also alpha' of the Lagrange variant)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target Q-functions."""
+    cql_alpha: float = 5.0
+    """Weight of the conservative term (official `min_q_weight`); with Lagrange it scales the gap."""
+    lagrange_threshold: float = -1.0
+    """Threshold on cql_alpha * gap for CQL-Lagrange (tunes alpha' automatically); negative turns it off."""
+    num_actions: int = 10
+    """Samples N of each kind (uniform, pi(.|s), pi(.|s')) per state in the log-sum-exp."""
+    temp: float = 1.0
+    """Temperature of the log-sum-exp."""
+    bc_steps: int = 40_000
+    """Initial updates that train the policy by behaviour cloning (official `policy_eval_start`)."""
+    backup_entropy: bool = False
+    """Subtract alpha * log pi(a'|s') in the Bellman target (off: the official deterministic backup)."""
+    target_entropy: float | None = None
+    """Target entropy of the automatic temperature tuning (default -|A|)."""
+    reward_scale: bool = False
+    """Rescale rewards by 1000 / (max - min episode return) like IQL (the official CQL code does not)."""
+    eval_every: int = 5_000
+    """Updates between evaluations."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic actions)."""
+    log_every: int = 1_000
+    """Updates between training-metric logs."""
+    checkpoint_every: int = 50_000
+    """Updates between checkpoints (one is always written at the end)."""
+    device: str = "auto"
+    """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    runs_dir: str = "runs"
+    """Folder that holds run folders."""
+    resume: str | None = None
+    """A run folder to continue (its own saved settings are used)."""
+    download: bool = False
+    """Download a remote (non-stitch) dataset if it is not found locally."""
+    track: bool = False
+    """Log to Weights & Biases (offline mode unless WANDB_MODE says otherwise)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def check_args(args: Args) -> None:
+    check_common(args)
+    require(math.isfinite(args.cql_alpha) and args.cql_alpha >= 0.0, "cql_alpha", "must be >= 0", args.cql_alpha)
+    require(math.isfinite(args.lagrange_threshold), "lagrange_threshold",
+            "must be a number (negative turns CQL-Lagrange off)", args.lagrange_threshold)
+    require(isinstance(args.num_actions, int) and args.num_actions >= 1, "num_actions", "must be an integer >= 1",
+            args.num_actions)
+    require(math.isfinite(args.temp) and args.temp > 0.0, "temp", "must be positive", args.temp)
+    require(isinstance(args.bc_steps, int) and args.bc_steps >= 0, "bc_steps", "must be an integer >= 0",
+            args.bc_steps)
+    require(args.target_entropy is None or math.isfinite(args.target_entropy), "target_entropy",
+            "must be a finite number", args.target_entropy)
+    require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+MEAN_MIN, MEAN_MAX = -9.0, 9.0  # rlkit clips the pre-tanh mean in the log-probability of dataset actions
+
+
+def rlkit_init(layer: nn.Linear, last_bound: float | None = None) -> nn.Linear:
+    """Hidden: W ~ U(+-1/sqrt(out_features)) (rlkit's fanin_init on [out, in]), b = 0.1; last: W, b ~ U(+-bound)."""
+    bound = 1.0 / math.sqrt(layer.out_features) if last_bound is None else last_bound
+    nn.init.uniform_(layer.weight, -bound, bound)
+    if last_bound is None:
+        nn.init.constant_(layer.bias, 0.1)
+    else:
+        nn.init.uniform_(layer.bias, -bound, bound)
+    return layer
+
+
+class EnsembleLinear(nn.Module):
+    """`n` independent linear layers applied as one batched matmul: [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int, last_bound: float | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        for i in range(n):  # each member initialized as rlkit initializes a separate nn.Linear
+            layer = rlkit_init(nn.Linear(in_dim, out_dim), last_bound)
+            self.weight.data[i] = layer.weight.data.T
+            self.bias.data[i, 0] = layer.bias.data
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleQ(nn.Module):
+    """Q_1..Q_n(s, a) as one module; returns [n, B]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2):
+        super().__init__()
+        self.n = n
+        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, 1, last_bound=3e-3))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.n, -1, -1)
+        return self.net(x).squeeze(-1)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """tanh(z), z ~ N(mu(s), exp(log_std(s))^2): rlkit's TanhGaussianPolicy (3x256, log-std in [-5, 2])."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+        super().__init__()
+        self.trunk = nn.Sequential(rlkit_init(nn.Linear(obs_dim, hidden)), nn.ReLU(),
+                                   rlkit_init(nn.Linear(hidden, hidden)), nn.ReLU(),
+                                   rlkit_init(nn.Linear(hidden, hidden)), nn.ReLU())
+        self.mean = rlkit_init(nn.Linear(hidden, act_dim), last_bound=1e-3)
+        self.log_std = rlkit_init(nn.Linear(hidden, act_dim), last_bound=1e-3)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(obs)
+        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mean(self.trunk(obs)))
+
+
+def sample_actions(mean: torch.Tensor, log_std: torch.Tensor, n: int | None = None):
+    """Reparameterized a = tanh(mean + std eps) and log pi(a|s); n samples per state -> [n, B, A], [n, B]."""
+    eps = torch.randn(mean.shape if n is None else (n, *mean.shape), device=mean.device)
+    z = mean + log_std.exp() * eps
+    act = torch.tanh(z)
+    # log N(z; mean, std) with (z - mean) / std = eps, minus the tanh Jacobian log(1 - tanh(z)^2 + 1e-6)
+    log_prob = -0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi) - torch.log(1 - act**2 + 1e-6)
+    return act, log_prob.sum(-1)
+
+
+def log_prob_of(mean: torch.Tensor, log_std: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of given actions in (-1, 1): clipped to +-(1 - 1e-6) before atanh, mean clipped to [-9, 9]."""
+    act = act.clamp(-1 + 1e-6, 1 - 1e-6)
+    z, mean = torch.atanh(act), mean.clamp(MEAN_MIN, MEAN_MAX)
+    log_normal = -0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return (log_normal - torch.log(1 - act**2 + 1e-6)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses (one per equation of the paper)
+# ----------------------------------------------------------------------------------------------
+def td_loss(q_data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """E[(Q_i(s, a) - y)^2] per critic: q_data = [n, B] Q_i(s, a), target = [B] y (no gradient). Returns [n]."""
+    return ((q_data - target.detach()) ** 2).mean(-1)
+
+
+def cql_gap(q_rand: torch.Tensor, q_pi_next: torch.Tensor, q_pi: torch.Tensor, logp_next: torch.Tensor,
+            logp: torch.Tensor, q_data: torch.Tensor, act_dim: int, temp: float) -> torch.Tensor:
+    """gap_i = E_s[temp logsumexp_a((Q_i(s, a) - log mu(a|s)) / temp)] - E_D[Q_i(s, a)]  (CQL(H), Eq. 4,
+    importance-sampled). q_rand, q_pi_next, q_pi: [n, N, B] Q_i(s, .) at uniform actions, actions ~ pi(.|s')
+    and actions ~ pi(.|s); logp_next, logp: [N, B] their log-densities; q_data: [n, B]. Returns [n]."""
+    log_uniform = act_dim * math.log(0.5)  # log density of U[-1, 1]^|A|
+    cat = torch.cat([q_rand - log_uniform, q_pi_next - logp_next.detach(), q_pi - logp.detach()], dim=1)
+    return temp * torch.logsumexp(cat / temp, dim=1).mean(-1) - q_data.mean(-1)
+
+
+def lagrange_loss(alpha_prime: torch.Tensor, gap: torch.Tensor, cql_alpha: float, threshold: float) -> torch.Tensor:
+    """-1/2 sum_i alpha' (cql_alpha gap_i - threshold): minimizing it raises alpha' while gap > threshold."""
+    return -0.5 * (alpha_prime * (cql_alpha * gap.detach() - threshold)).sum()
+
+
+def sac_actor_loss(log_pi: torch.Tensor, q_min: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """L_pi = E_s[alpha log pi(a~|s) - min_i Q_i(s, a~)], a~ ~ pi(.|s) reparameterized."""
+    return (alpha.detach() * log_pi - q_min).mean()
+
+
+def bc_actor_loss(log_pi: torch.Tensor, log_prob_data: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """L_pi = E_(s,a)~D[alpha log pi(a~|s) - log pi(a|s)], the first bc_steps updates."""
+    return (alpha.detach() * log_pi - log_prob_data).mean()
+
+
+def alpha_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """L_alpha = -E_s[log alpha (log pi(a~|s) + target_entropy)]  (SAC's automatic entropy tuning)."""
+    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+def make_optimizer(params, lr: float) -> torch.optim.Adam:
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def train(args: Args) -> dict:
+    state = None
+    if args.resume is not None:
+        state = load_checkpoint(Path(args.resume) / "checkpoint.pt")
+        args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+    check_args(args)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+
+    # Data: raw rewards (optionally rescaled), raw observations, like the official code.
+    data = load_dataset(args.dataset, download=args.download)
+    if data.actions.dtype.kind != "f":
+        raise DatasetError(f"dataset {args.dataset!r} has discrete actions; cql.py needs continuous actions in [-1, 1]")
+    scale = return_range_scale(data) if args.reward_scale else 1.0
+    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
+    obs_dim, act_dim, n_act = data.obs_dim, data.act_dim, args.num_actions
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+    lagrange = args.lagrange_threshold >= 0
+
+    q = EnsembleQ(obs_dim, act_dim, args.hidden_dim).to(device)
+    q_target = EnsembleQ(obs_dim, act_dim, args.hidden_dim).to(device)
+    q_target.load_state_dict(q.state_dict())
+    q_target.requires_grad_(False)
+    policy = TanhGaussianPolicy(obs_dim, act_dim, args.hidden_dim).to(device)
+    log_alpha = torch.zeros(1, device=device, requires_grad=True)
+    log_alpha_prime = torch.zeros(1, device=device, requires_grad=True)  # used only with Lagrange
+    q_opt = make_optimizer(q.parameters(), args.critic_lr)
+    pi_opt = make_optimizer(policy.parameters(), args.actor_lr)
+    alpha_opt = make_optimizer([log_alpha], args.actor_lr)
+    alpha_prime_opt = make_optimizer([log_alpha_prime], args.critic_lr)
+
+    step, evals = 0, []
+    if state is not None:
+        for name, obj in (("q", q), ("q_target", q_target), ("policy", policy), ("q_opt", q_opt), ("pi_opt", pi_opt),
+                          ("alpha_opt", alpha_opt), ("alpha_prime_opt", alpha_prime_opt), ("buffer", buffer)):
+            obj.load_state_dict(state[name])
+        with torch.no_grad():
+            log_alpha.copy_(state["log_alpha"])
+            log_alpha_prime.copy_(state["log_alpha_prime"])
+        set_rng_state(state["rng"])
+        step, evals = int(state["step"]), json.loads(state["evals"])
+    run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("cql", args.dataset, args.seed)
+    run = Run(run_dir, args, "cql", args.total_steps, step, args.track, progress=args.progress)
+    run.write_json("args.json", dataclasses.asdict(args))
+
+    def update(batch, bc: bool) -> dict[str, torch.Tensor]:
+        obs, act, rew, next_obs, done = batch
+        B = obs.shape[0]
+        # One policy pass on s and s'; every sample below comes from these means and standard deviations.
+        mean, log_std = policy(torch.cat([obs, next_obs]))
+        new_act, new_logp = sample_actions(mean[:B], log_std[:B])  # a~ ~ pi(.|s), with gradient (actor)
+        with torch.no_grad():
+            next_act, next_logp = sample_actions(mean[B:], log_std[B:])  # a' ~ pi(.|s') for the backup
+            cql_act, cql_logp = sample_actions(mean, log_std, n_act)  # [N, 2B, A]: N per state of s and s'
+
+        a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
+        alpha_opt.zero_grad(set_to_none=True)
+        a_loss.backward()
+        alpha_opt.step()
+        alpha = log_alpha.exp().detach()  # the freshly updated temperature, as in the official code
+
+        if bc:
+            pi_loss = bc_actor_loss(new_logp, log_prob_of(mean[:B], log_std[:B], act), alpha)
+        else:
+            pi_loss = sac_actor_loss(new_logp, q(obs, new_act).min(0).values, alpha)
+        pi_opt.zero_grad(set_to_none=True)
+        pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad below discards them
+        pi_opt.step()
+
+        with torch.no_grad():
+            next_q = q_target(next_obs, next_act).min(0).values
+            if args.backup_entropy:
+                next_q = next_q - alpha * next_logp
+            target = rew + args.gamma * (1.0 - done) * next_q
+        # Both critics at s on [dataset action, N uniform, N ~ pi(.|s'), N ~ pi(.|s)]: one batched forward.
+        rand_act = torch.rand(n_act, B, act_dim, device=obs.device) * 2 - 1
+        acts = torch.cat([act.unsqueeze(0), rand_act, cql_act[:, B:], cql_act[:, :B]])  # [1 + 3N, B, A]
+        q_all = q(obs.repeat(1 + 3 * n_act, 1), acts.reshape(-1, act_dim)).view(q.n, 1 + 3 * n_act, B)
+        q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n_act]
+        q_pi_next, q_pi = q_all[:, 1 + n_act:1 + 2 * n_act], q_all[:, 1 + 2 * n_act:]
+        td = td_loss(q_data, target)
+        gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim, args.temp)
+
+        metrics = {}
+        if lagrange:
+            alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
+            cql = alpha_prime.detach() * (args.cql_alpha * gap - args.lagrange_threshold)
+            ap_loss = lagrange_loss(alpha_prime, gap, args.cql_alpha, args.lagrange_threshold)
+            alpha_prime_opt.zero_grad(set_to_none=True)
+            ap_loss.backward()
+            alpha_prime_opt.step()
+            metrics = {"loss/alpha_prime": ap_loss, "alpha_prime": alpha_prime.detach().squeeze()}
+        else:
+            cql = args.cql_alpha * gap
+        qf_loss = (td + cql).sum()
+        q_opt.zero_grad(set_to_none=True)
+        qf_loss.backward()
+        q_opt.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
+        return metrics | {"loss/q_td": td.sum(), "loss/cql": cql.sum(), "loss/actor": pi_loss, "loss/alpha": a_loss,
+                          "alpha": alpha.squeeze(), "cql_gap": gap.mean(), "q_data": q_data.mean().detach(),
+                          "q_rand": q_rand.mean().detach(), "entropy": -new_logp.mean().detach()}
+
+    def policy_fn(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+
+    def save() -> None:
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "q": q.state_dict(), "q_target": q_target.state_dict(), "policy": policy.state_dict(),
+            "log_alpha": log_alpha.detach(), "log_alpha_prime": log_alpha_prime.detach(), "q_opt": q_opt.state_dict(),
+            "pi_opt": pi_opt.state_dict(), "alpha_opt": alpha_opt.state_dict(),
+            "alpha_prime_opt": alpha_prime_opt.state_dict(), "buffer": buffer.state_dict(),
+            "rng": rng_state(), "step": step, "evals": json.dumps(evals), "args": json.dumps(dataclasses.asdict(args)),
+            "reward_scale": scale})
+
+    start_time, start_step = time.time(), step
+    while step < args.total_steps:
+        metrics = update(buffer.sample(args.batch_size), bc=step < args.bc_steps)
+        step += 1
+        if step % args.log_every == 0:
+            run.log(step, {k: v.item() for k, v in metrics.items()}
+                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+            run.advance(args.log_every)
+        if step % args.eval_every == 0 or step == args.total_steps:
+            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+            score = float(data.normalized_score(returns).mean())
+            evals.append({"step": step, "return": float(returns.mean()), "score": score})
+            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+            run.score(step, score)
+        if step % args.checkpoint_every == 0 or step == args.total_steps:
+            save()
+    run.advance(step - run.progress.n)
+    result = {"algo": "cql", "dataset": args.dataset, "seed": args.seed, "steps": step,
+              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
+              "git_commit": git_commit(), "args": dataclasses.asdict(args)}
+    run.write_json("result.json", result)
+    run.close()
+    print(f"cql {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
+          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        train(tyro.cli(Args))
+    except (ArgumentError, CheckpointError, DatasetError) as e:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {e}")

@@ -1,0 +1,92 @@
+"""Measure training updates per second of every algorithm at its default sizes.
+
+    python benchmarks/speed.py                       # CPU, all cores, writes benchmarks/results/speed_cpu.json
+    python benchmarks/speed.py --device cuda         # on a GPU machine -> speed_cuda.json
+
+Each script runs as it would for a user (`python algorithms/<algo>.py`), on a temporary Hopper-v5
+dataset of random-action episodes (speed does not depend on the data), for `--steps` updates with
+no evaluation before the end. The rate is taken between the first and the last training log, so
+start-up, the warm-up updates and the final evaluation are not counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@dataclasses.dataclass
+class Args:
+    algos: list[str] = dataclasses.field(default_factory=lambda: ["bc", "td3_bc", "iql", "cql"])
+    """Algorithm script names."""
+    steps: int = 3000
+    """Updates per measurement (the first log interval is warm-up and not counted)."""
+    log_every: int = 500
+    """Interval between the logs the rate is computed from."""
+    device: str = "cpu"
+    """Device passed to the scripts."""
+    threads: int | None = None
+    """torch threads (default: what torch picks, i.e. all cores)."""
+    out: str | None = None
+    """Results file (default benchmarks/results/speed_<device>.json)."""
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(args: Args) -> None:
+    from conftest import make_dataset
+
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"] = str(Path(tmp) / "minari")
+        make_dataset("speed/hopper/random-v0", episodes=200, max_steps=1000, seed=0)
+        for algo in args.algos:
+            runs = Path(tmp) / "runs" / algo
+            cmd = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--dataset", "speed/hopper/random-v0",
+                   "--total-steps", str(args.steps), "--eval-every", str(10 * args.steps), "--eval-episodes", "1",
+                   "--log-every", str(args.log_every), "--checkpoint-every", str(10 * args.steps),
+                   "--device", args.device, "--runs-dir", str(runs), "--no-progress"]
+            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            logs = [json.loads(x) for x in next(runs.glob("*/metrics.jsonl")).read_text().splitlines()]
+            logs = [r for r in logs if "updates_per_s" in r]
+            rate = (logs[-1]["step"] - logs[0]["step"]) / (logs[-1]["time"] - logs[0]["time"])
+            results[algo] = round(rate, 1)
+            print(f"{algo}: {rate:.1f} updates/s", flush=True)
+    import torch
+
+    record = {"updates_per_s": results, "device": args.device,
+              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
+              "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
+              "torch": torch.__version__, "steps": args.steps,
+              "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.device.split(':')[0]}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,48 @@
+"""The benchmark grid runner, the report generator and the speed script, on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_grid_runs_skips_finished_cells_and_reports(tiny_hopper, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    results = tmp_path / "results.jsonl"
+    grid = ["benchmarks/run_grid.py", "--algos", "bc", "--datasets", tiny_hopper, "--seeds", "0", "1",
+            "--total-steps", "100", "--results", str(results), "--runs-dir", str(tmp_path / "runs"),
+            "--extra", "*:--eval-every=50", "*:--eval-episodes=2", "*:--log-every=50", "*:--checkpoint-every=50"]
+    first = run(grid, env)
+    assert first.returncode == 0, first.stderr
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["algo"], r["seed"], r["total_steps"]) for r in records] == [("bc", 0, 100), ("bc", 1, 100)]
+    assert all(len(r["evals"]) == 2 and r["updates_per_s"] > 0 for r in records)
+    assert all(r["command"].startswith("python algorithms/bc.py --dataset test/hopper/tiny-v0") for r in records)
+
+    second = run(grid, env)  # everything finished: nothing runs again
+    assert second.returncode == 0, second.stderr
+    assert "0 cells to run (2 already" in second.stdout
+    assert len(results.read_text().splitlines()) == 2
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    rep = run(["benchmarks/report.py", str(results), "--readme", str(readme)], env)
+    assert rep.returncode == 0, rep.stderr
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("tail\n")
+    assert f"| {tiny_hopper} |" in text and "(n=2)" in text
+    assert (tmp_path / "results.md").read_text().startswith("| dataset | bc |")
+
+
+def test_grid_rejects_unknown_algorithm(tmp_path):
+    out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
+              dict(os.environ))
+    assert out.returncode != 0 and "no algorithms/nope.py" in out.stderr

@@ -1,0 +1,335 @@
+"""algorithms/cql.py: losses against hand-computed values, the tanh-Gaussian policy, smoke run with exact
+resume, bad flags, CLI."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import tyro
+
+import algorithms.cql as cql
+from common.checkpoints import load_checkpoint
+from common.config import ArgumentError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "algorithms" / "cql.py"
+LN2 = math.log(2.0)
+
+
+def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if minari_root is not None:
+        env["MINARI_DATASETS_PATH"] = str(minari_root)
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses, by hand
+# ----------------------------------------------------------------------------------------------
+def test_cql_gap_one_sample_of_each_kind():
+    # one critic, N = 1, one state, |A| = 1: uniform density 0.5, so -log mu = +ln 2
+    q_rand, q_pi_next, q_pi = torch.tensor([[[1.0]]]), torch.tensor([[[2.0]]]), torch.tensor([[[0.5]]])
+    logp_next, logp = torch.tensor([[0.3]]), torch.tensor([[-0.2]])
+    q_data = torch.tensor([[1.5]], requires_grad=True)
+    # terms: [1 + ln 2, 2 - 0.3, 0.5 + 0.2] = [1.693, 1.7, 0.7]
+    # gap = ln(2e + e^1.7 + e^0.7) - 1.5 = ln(5.4366 + 5.4739 + 2.0138) - 1.5 = 2.5591 - 1.5 = 1.0591
+    gap = cql.cql_gap(q_rand, q_pi_next, q_pi, logp_next, logp, q_data, act_dim=1, temp=1.0)
+    expected = math.log(2 * math.e + math.exp(1.7) + math.exp(0.7)) - 1.5
+    assert expected == pytest.approx(1.0591, abs=1e-4)
+    torch.testing.assert_close(gap, torch.tensor([expected]))
+    gap.sum().backward()
+    torch.testing.assert_close(q_data.grad, torch.tensor([[-1.0]]))  # E_D[Q] enters with weight -1
+
+    # temp = 2: 2 ln(e^(1.693 / 2) + e^(1.7 / 2) + e^(0.7 / 2)) - 1.5
+    gap2 = cql.cql_gap(q_rand, q_pi_next, q_pi, logp_next, logp, q_data, act_dim=1, temp=2.0)
+    expected2 = 2 * math.log(math.exp((1 + LN2) / 2) + math.exp(0.85) + math.exp(0.35)) - 1.5
+    torch.testing.assert_close(gap2, torch.tensor([expected2]))
+
+
+def test_cql_gap_per_critic_and_mean_over_states():
+    # 2 critics, N = 2, B = 3 states, |A| = 2; critic 1 is 1.0 everywhere, critic 2 is 3.0; log pi = 0.
+    # Per state: 2 uniform terms c + 2 ln 2 = c + ln 4 and 4 policy terms c: logsumexp = c + ln(2 * 4 + 4) = c + ln 12.
+    n, N, B = 2, 2, 3
+    c = torch.tensor([1.0, 3.0]).view(n, 1, 1)
+    q = c.expand(n, N, B)
+    logp = torch.zeros(N, B, requires_grad=True)
+    q_data = torch.tensor([[1.0, 1.0, 1.0], [0.0, 3.0, 6.0]])  # means 1 and 3
+    gap = cql.cql_gap(q, q, q, logp, logp, q_data, act_dim=2, temp=1.0)
+    torch.testing.assert_close(gap, torch.tensor([math.log(12.0), math.log(12.0)]))
+    # importance weights are constants: no gradient into log pi
+    q_rand = q.clone().requires_grad_(True)
+    cql.cql_gap(q_rand, q, q, logp, logp, q_data, act_dim=2, temp=1.0).sum().backward()
+    assert logp.grad is None
+    # d gap / d Q_rand = softmax weight of that term / B = (4 / 12) / 3 states
+    torch.testing.assert_close(q_rand.grad, torch.full((n, N, B), 4.0 / 12.0 / 3))
+
+
+def test_td_loss():
+    q_data = torch.tensor([[1.0, 2.0], [0.0, 1.0]], requires_grad=True)  # [2 critics, B = 2]
+    target = torch.tensor([2.0, 0.0], requires_grad=True)
+    # critic 1: mean((1 - 2)^2, (2 - 0)^2) = 2.5; critic 2: mean((0 - 2)^2, (1 - 0)^2) = 2.5
+    loss = cql.td_loss(q_data, target)
+    torch.testing.assert_close(loss, torch.tensor([2.5, 2.5]))
+    loss.sum().backward()
+    torch.testing.assert_close(q_data.grad, torch.tensor([[-1.0, 2.0], [-2.0, 1.0]]))
+    assert target.grad is None  # the Bellman target is a constant
+
+
+def test_lagrange_loss_raises_alpha_prime_only_above_the_threshold():
+    log_alpha_prime = torch.zeros(1, requires_grad=True)  # alpha' = 1
+    gap = torch.tensor([3.0, 1.0], requires_grad=True)
+    # cql_alpha = 2, threshold = 1: -1/2 (1 * (6 - 1) + 1 * (2 - 1)) = -3
+    loss = cql.lagrange_loss(log_alpha_prime.exp(), gap, cql_alpha=2.0, threshold=1.0)
+    torch.testing.assert_close(loss, torch.tensor(-3.0))
+    loss.backward()
+    # d/d log alpha' = alpha' * (-3) = -3 < 0: gradient descent raises alpha'
+    torch.testing.assert_close(log_alpha_prime.grad, torch.tensor([-3.0]))
+    assert gap.grad is None  # alpha' does not train the critics
+
+    log_alpha_prime.grad = None
+    small = torch.tensor([0.2, 0.1])  # 2 * gap below the threshold: -1/2 ((0.4 - 1) + (0.2 - 1)) = 0.7
+    loss = cql.lagrange_loss(log_alpha_prime.exp(), small, cql_alpha=2.0, threshold=1.0)
+    torch.testing.assert_close(loss, torch.tensor(0.7))
+    loss.backward()
+    assert log_alpha_prime.grad.item() > 0  # alpha' shrinks
+
+
+def test_sac_and_bc_actor_losses():
+    log_pi = torch.tensor([-1.0, 0.5], requires_grad=True)
+    q_min = torch.tensor([2.0, 3.0], requires_grad=True)
+    log_alpha = torch.tensor([math.log(0.5)], requires_grad=True)
+    # SAC: mean(0.5 * -1 - 2, 0.5 * 0.5 - 3) = mean(-2.5, -2.75) = -2.625
+    loss = cql.sac_actor_loss(log_pi, q_min, log_alpha.exp())
+    torch.testing.assert_close(loss, torch.tensor(-2.625))
+    loss.backward()
+    torch.testing.assert_close(log_pi.grad, torch.tensor([0.25, 0.25]))  # alpha / B
+    torch.testing.assert_close(q_min.grad, torch.tensor([-0.5, -0.5]))  # -1 / B
+    assert log_alpha.grad is None  # alpha is tuned by its own loss only
+
+    # BC: mean(0.5 * -1 - (-2), 0.5 * 0.5 - (-0.5)) = mean(1.5, 0.75) = 1.125
+    log_prob_data = torch.tensor([-2.0, -0.5], requires_grad=True)
+    loss = cql.bc_actor_loss(log_pi, log_prob_data, log_alpha.exp())
+    torch.testing.assert_close(loss, torch.tensor(1.125))
+    loss.backward()
+    torch.testing.assert_close(log_prob_data.grad, torch.tensor([-0.5, -0.5]))  # maximizes log pi(a_data|s)
+
+
+def test_alpha_loss_moves_alpha_toward_the_target_entropy():
+    log_alpha = torch.tensor([LN2], requires_grad=True)
+    log_pi = torch.tensor([-1.0, -3.0], requires_grad=True)  # entropy estimate -mean(log pi) = 2
+    # target entropy -1: loss = -ln 2 * mean(-1 + (-1), -3 + (-1)) = -ln 2 * (-3) = 3 ln 2
+    loss = cql.alpha_loss(log_alpha, log_pi, target_entropy=-1.0)
+    torch.testing.assert_close(loss, torch.tensor(3 * LN2))
+    loss.backward()
+    torch.testing.assert_close(log_alpha.grad, torch.tensor([3.0]))  # > 0: entropy 2 above the target, alpha falls
+    assert log_pi.grad is None
+    # entropy below the target (log pi = 2, entropy -2 < -1): the gradient -(2 - 1) = -1 flips sign, alpha rises
+    log_alpha.grad = None
+    cql.alpha_loss(log_alpha, torch.tensor([2.0]), target_entropy=-1.0).backward()
+    torch.testing.assert_close(log_alpha.grad, torch.tensor([-1.0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Policy and networks
+# ----------------------------------------------------------------------------------------------
+def test_sample_actions_log_prob_matches_torch_distributions():
+    torch.manual_seed(0)
+    mean = (torch.rand(4, 2) - 0.5).requires_grad_(True)
+    log_std = torch.full((4, 2), -1.0, requires_grad=True)
+    torch.manual_seed(1)
+    act, logp = cql.sample_actions(mean, log_std, 3)
+    assert act.shape == (3, 4, 2) and logp.shape == (3, 4)
+    torch.manual_seed(1)
+    z = mean + log_std.exp() * torch.randn(3, 4, 2)  # the same noise
+    expected = (torch.distributions.Normal(mean, log_std.exp()).log_prob(z)
+                - torch.log(1 - torch.tanh(z) ** 2 + 1e-6)).sum(-1)
+    torch.testing.assert_close(act, torch.tanh(z))
+    torch.testing.assert_close(logp, expected)
+    (act.sum() + logp.sum()).backward()  # reparameterized: gradients reach the mean and log-std
+    assert mean.grad.abs().sum() > 0 and log_std.grad.abs().sum() > 0
+
+    # the log-probability of given actions agrees with the sampler's on unsaturated samples
+    torch.testing.assert_close(cql.log_prob_of(mean, log_std, act.detach()), logp.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_log_prob_of_dataset_actions_at_the_bounds_is_finite():
+    mean, log_std = torch.zeros(3, 1), torch.zeros(3, 1)
+    act = torch.tensor([[1.0], [-1.0], [1 - 1e-6]])
+    lp = cql.log_prob_of(mean, log_std, act)
+    assert torch.isfinite(lp).all()
+    torch.testing.assert_close(lp[0], lp[2])  # +-1 is clipped to +-(1 - 1e-6) before atanh
+    # pre-tanh means beyond [-9, 9] are clipped in the dataset log-probability (rlkit's log_prob)
+    big = cql.log_prob_of(torch.full((1, 1), 50.0), log_std[:1], torch.zeros(1, 1))
+    torch.testing.assert_close(big, cql.log_prob_of(torch.full((1, 1), 9.0), log_std[:1], torch.zeros(1, 1)))
+
+
+def test_policy_clamps_log_std_and_acts_with_tanh_mean():
+    torch.manual_seed(0)
+    policy = cql.TanhGaussianPolicy(obs_dim=4, act_dim=2, hidden=8)
+    with torch.no_grad():
+        policy.log_std.bias.copy_(torch.tensor([50.0, -50.0]))
+    obs = torch.randn(5, 4)
+    mean, log_std = policy(obs)
+    torch.testing.assert_close(log_std, torch.tensor([2.0, -5.0]).expand(5, 2))
+    torch.testing.assert_close(policy.act(obs), torch.tanh(mean))
+
+
+def test_rlkit_init():
+    torch.manual_seed(0)
+    policy = cql.TanhGaussianPolicy(obs_dim=5, act_dim=2, hidden=16)
+    for layer in (m for m in policy.trunk if isinstance(m, torch.nn.Linear)):
+        assert layer.weight.abs().max() <= 1 / math.sqrt(16)  # rlkit's fanin_init reads out_features
+        assert torch.all(layer.bias == 0.1)
+    for layer in (policy.mean, policy.log_std):
+        assert layer.weight.abs().max() <= 1e-3 and layer.bias.abs().max() <= 1e-3
+    q = cql.EnsembleQ(obs_dim=5, act_dim=2, hidden=16)
+    layers = [m for m in q.net if isinstance(m, cql.EnsembleLinear)]
+    assert len(layers) == 4  # three hidden layers
+    for layer in layers[:-1]:
+        assert layer.weight.abs().max() <= 1 / math.sqrt(16) and torch.all(layer.bias == 0.1)
+    assert layers[-1].weight.abs().max() <= 3e-3 and layers[-1].bias.abs().max() <= 3e-3
+    assert not torch.equal(layers[0].weight[0], layers[0].weight[1])  # members are initialized independently
+
+
+def test_ensemble_q_members_are_independent_mlps():
+    torch.manual_seed(0)
+    q = cql.EnsembleQ(obs_dim=3, act_dim=2, hidden=8, n=2)
+    obs, act = torch.randn(4, 3), torch.randn(4, 2)
+    out = q(obs, act)
+    assert out.shape == (2, 4)
+    x = torch.cat([obs, act], -1)
+    for i in range(2):
+        h = x
+        for k, layer in enumerate(m for m in q.net if isinstance(m, cql.EnsembleLinear)):
+            h = h @ layer.weight[i] + layer.bias[i]
+            h = torch.relu(h) if k < 3 else h
+        torch.testing.assert_close(out[i], h.squeeze(-1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Smoke: a few hundred updates end to end, in-process, and an exact resume
+# ----------------------------------------------------------------------------------------------
+TINY = dict(hidden_dim=32, batch_size=32, num_actions=3, bc_steps=100, total_steps=200, eval_every=100,
+            eval_episodes=1, log_every=50, checkpoint_every=100, progress=False)
+
+
+def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
+    # keep a copy of the checkpoint written at step 100, as if the run had been killed right after it
+    crashed = tmp_path / "crashed" / "cql__crashed"
+    real_save = cql.save_checkpoint
+
+    def save_and_copy(path, state):
+        real_save(path, state)
+        if state["step"] == 100:
+            crashed.mkdir(parents=True)
+            shutil.copy(path, crashed / "checkpoint.pt")
+
+    monkeypatch.setattr(cql, "save_checkpoint", save_and_copy)
+    args = cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), **TINY)
+    result = cql.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("cql__test-hopper-tiny-v0__s0__")
+
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
+    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/q_td" in r]
+    assert [r["step"] for r in losses] == [50, 100, 150, 200]
+    for r in losses:
+        for key in ("loss/q_td", "loss/cql", "loss/actor", "loss/alpha", "alpha", "cql_gap", "q_data", "entropy"):
+            assert math.isfinite(r[key]), (key, r)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 200
+    assert all(torch.isfinite(t).all() for name in ("q", "q_target", "policy") for t in ckpt[name].values())
+
+    # continuing from the step-100 checkpoint reproduces steps 101..200 exactly
+    resumed = cql.train(cql.Args(resume=str(crashed), progress=False))
+    assert resumed["evals"] == result["evals"]
+    assert resumed["final_score"] == result["final_score"]
+    after = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("time", "updates_per_s")}  # noqa: E731
+    assert [strip(r) for r in after] == [strip(r) for r in records if r["step"] > 100]
+    final = load_checkpoint(crashed / "checkpoint.pt")
+    for name in ("q", "q_target", "policy", "log_alpha"):
+        a, b = final[name], ckpt[name]
+        assert all(torch.equal(a[k], b[k]) for k in a) if isinstance(a, dict) else torch.equal(a, b), name
+
+    # resuming a finished run trains no further and reports the same result
+    again = cql.train(cql.Args(resume=str(run_dir), progress=False))
+    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
+
+
+def test_lagrange_and_entropy_backup_smoke(tiny_hopper, tmp_path):
+    args = cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), lagrange_threshold=1.0, backup_entropy=True,
+                    **(TINY | dict(total_steps=100, bc_steps=50)))
+    result = cql.train(args)
+    assert math.isfinite(result["final_score"])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/q_td" in r]
+    assert len(losses) == 2
+    for r in losses:
+        assert math.isfinite(r["loss/alpha_prime"]) and r["alpha_prime"] > 0
+    # the gap starts far above threshold / cql_alpha = 0.2, so alpha' has grown from 1
+    assert losses[-1]["alpha_prime"] > 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, flag", [
+    ("cql_alpha", -1.0, "--cql-alpha"), ("num_actions", 0, "--num-actions"), ("temp", 0.0, "--temp"),
+    ("temp", -1.0, "--temp"), ("bc_steps", -1, "--bc-steps"), ("lagrange_threshold", math.nan, "--lagrange-threshold"),
+    ("target_entropy", math.inf, "--target-entropy"), ("hidden_dim", 0, "--hidden-dim"),
+    ("actor_lr", 0.0, "--actor-lr"), ("tau", 0.0, "--tau"), ("batch_size", -1, "--batch-size"),
+])
+def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
+    args = dataclasses.replace(cql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
+                               **{field: value})
+    with pytest.raises(ArgumentError) as e:
+        cql.train(args)  # fails at start: before the (missing) dataset is even looked up
+    assert str(e.value).startswith(flag + " ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flags_parse():
+    args = tyro.cli(cql.Args, args=["--cql-alpha", "10", "--lagrange-threshold", "5", "--backup-entropy",
+                                    "--num-actions", "4", "--target-entropy", "-2"])
+    assert (args.cql_alpha, args.lagrange_threshold, args.backup_entropy, args.num_actions) == (10.0, 5.0, True, 4)
+    assert args.target_entropy == -2.0 and cql.Args().target_entropy is None and cql.Args().lagrange_threshold < 0
+
+
+def test_cli_help_lists_every_field():
+    proc = cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", proc.stdout).split())
+    docs = field_docstrings(SCRIPT)
+    for field in dataclasses.fields(cql.Args):
+        flag = "--" + field.name.replace("_", "-")
+        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
+        assert field.name in docs, f"Args.{field.name} has no docstring"
+        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
+
+
+def field_docstrings(script: Path) -> dict[str, str]:
+    """The string literal right after each field of the `Args` dataclass."""
+    tree = ast.parse(script.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    docs = {}
+    for a, b in zip(cls.body, cls.body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    return docs
