@@ -1,0 +1,175 @@
+"""Pick a SAC run's expert and medium snapshots and ship them as the suite's behaviour policies.
+
+Reads a run folder written by `benchmarks/train_behavior.py` and writes `<out>/` (by default
+`benchmarks/policies/<env>/`, the folder `benchmarks/suite.py` builds from):
+
+    expert.pt            the snapshot with the best evaluation in the run's index (or --expert-step)
+    medium.pt            the snapshot whose return is closest to 47.5% of the way from random to expert
+                         on D4RL's normalized scale (or --medium-step); D4RL's medium band is 40-55%
+    replay/actor_<step>.pt   every snapshot after SAC's random warm-up up to medium (medium-replay)
+    manifest.json        steps, measured returns, reference scores, the run's schedule
+
+Measurements use `suite.rollout` (lockstepped envs, batched actor) on the same 100 evaluation
+episodes (reset seeds) for every policy. Medium candidates: the `--candidates` snapshots before the
+expert whose index evaluation (5 deterministic episodes) is closest to the target, each re-measured
+with 20 stochastic episodes. Reference scores, D4RL-style: ref_min_score = the mean return of
+uniform random actions, ref_max_score = the expert's mean return with stochastic actions, the way
+it acts in the datasets (so `expert` normalizes to about 100); both over 100 episodes.
+
+Usage:
+    python benchmarks/select_policies.py --run /work/sac_runs/hopper --env hopper
+    python benchmarks/select_policies.py --run /work/sac_runs/hopper --env hopper --medium-step 300000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
+from benchmarks.suite import ENVS, make_envs, rollout  # noqa: E402
+from common.checkpoints import load_checkpoint  # noqa: E402
+
+
+@dataclasses.dataclass
+class Args:
+    run: str
+    """SAC run folder written by benchmarks/train_behavior.py (snapshots/, checkpoint.pt)."""
+    env: str = "hopper"
+    """Suite environment name (a key of suite.ENVS)."""
+    expert_step: int | None = None
+    """Snapshot step to use as expert (default: best eval_mean in the run's index)."""
+    medium_step: int | None = None
+    """Snapshot step to use as medium (default: closest to `target` of the expert's normalized score)."""
+    target: float = 0.475
+    """Medium's target normalized score as a fraction of the expert's (D4RL's band: 0.40-0.55)."""
+    candidates: int = 10
+    """Medium candidates re-measured with `candidate_episodes` stochastic episodes."""
+    candidate_episodes: int = 20
+    """Stochastic episodes per medium candidate."""
+    episodes: int = 100
+    """Episodes for the reference scores and the chosen policies' returns."""
+    seed: int = 0
+    """Seed of the evaluation episodes."""
+    out: str | None = None
+    """Output folder (default: the suite's policy folder for `env`)."""
+
+
+def read_index(run: Path) -> dict[int, dict]:
+    """step -> the snapshot's index record (the last line per step: a resumed run may repeat steps)."""
+    path = run / "snapshots" / "index.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run} a train_behavior.py run folder?")
+    index = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            index[record["step"]] = record
+    return {step: index[step] for step in sorted(index) if snapshot_path(run, step).is_file()}
+
+
+def snapshot_path(run: Path, step: int) -> Path:
+    return run / "snapshots" / f"actor_{step:08d}.pt"
+
+
+def main(args: Args) -> None:
+    torch.set_num_threads(1)
+    if args.env not in ENVS:
+        raise SystemExit(f"--env {args.env!r} is not a suite environment; known: {', '.join(ENVS)}")
+    env_id = ENVS[args.env].env_id
+    run = Path(args.run)
+    out = Path(args.out) if args.out is not None else ENVS[args.env].policy_dir
+    index = read_index(run)
+    run_args = json.loads(load_checkpoint(run / "checkpoint.pt")["args"])
+    if run_args["env"] != env_id:
+        raise SystemExit(f"{run} trained on {run_args['env']}, but suite env {args.env!r} is {env_id}")
+    for name, step in (("--expert-step", args.expert_step), ("--medium-step", args.medium_step)):
+        if step is not None and step not in index:
+            raise SystemExit(f"{name} {step}: no snapshot at that step in {run} (have {min(index)}..{max(index)})")
+    envs = make_envs(env_id)
+
+    def measure(policy: GaussianActor | None, episodes: int, deterministic: bool = False) -> dict:
+        eps = rollout(envs, policy, seed=args.seed, stream="eval", n_episodes=episodes, deterministic=deterministic)
+        returns = np.array([ep.rewards.sum() for ep in eps])
+        return {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": episodes}
+
+    def measure_both(step: int) -> dict:
+        actor = load_actor(snapshot_path(run, step))[0]
+        return {"stochastic": measure(actor, args.episodes), "deterministic": measure(actor, args.episodes, True)}
+
+    random = measure(None, args.episodes)
+    print(f"random policy: {random['mean']:.1f} ± {random['std']:.1f}", flush=True)
+    expert_step = args.expert_step if args.expert_step is not None else max(index, key=lambda s: index[s]["eval_mean"])
+    expert = measure_both(expert_step)
+    ref_min, ref_max = random["mean"], expert["stochastic"]["mean"]
+    print(f"expert: step {expert_step}, {expert['stochastic']['mean']:.1f} ± {expert['stochastic']['std']:.1f} "
+          f"(deterministic {expert['deterministic']['mean']:.1f})", flush=True)
+
+    def normalized(ret: float) -> float:
+        return (ret - ref_min) / (ref_max - ref_min)
+
+    candidates = []
+    if args.medium_step is None:
+        target_return = ref_min + args.target * (ref_max - ref_min)
+        before = [s for s in index if s < expert_step]
+        nearest = sorted(before, key=lambda s: abs(index[s]["eval_mean"] - target_return))[:args.candidates]
+        for step in sorted(nearest):
+            ret = measure(load_actor(snapshot_path(run, step))[0], args.candidate_episodes)
+            candidates.append({"step": step, "return_mean": ret["mean"], "normalized": normalized(ret["mean"])})
+            print(f"medium candidate: step {step}, {ret['mean']:.1f} ({100 * candidates[-1]['normalized']:.1f}%)",
+                  flush=True)
+        if not candidates:
+            raise SystemExit(f"no snapshot before the expert (step {expert_step}) to choose medium from")
+        medium_step = min(candidates, key=lambda c: abs(c["normalized"] - args.target))["step"]
+    else:
+        medium_step = args.medium_step
+    medium = measure_both(medium_step)
+    medium_fraction = normalized(medium["stochastic"]["mean"])
+    print(f"medium: step {medium_step}, {medium['stochastic']['mean']:.1f} ± {medium['stochastic']['std']:.1f} "
+          f"({100 * medium_fraction:.1f}% of expert, normalized)", flush=True)
+    if not 0.40 <= medium_fraction <= 0.55:
+        print("WARNING: medium is outside D4RL's 40-55% band; consider --medium-step", flush=True)
+
+    replay_steps = [s for s in index if run_args["learning_starts"] < s <= medium_step]
+    manifest = {
+        "env_id": env_id,
+        "run": str(run),
+        "seed": args.seed,
+        "episodes": args.episodes,
+        "snapshot_every": run_args["snapshot_every"],
+        "learning_starts": run_args["learning_starts"],
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+        "ref_scores": "ref_min: uniform random actions; ref_max: expert.pt with stochastic actions (as in the "
+                      "datasets); mean return over `episodes` episodes each",
+        "random": random,
+        "expert": {"file": "expert.pt", "step": expert_step, **expert},
+        "medium": {"file": "medium.pt", "step": medium_step, "normalized": medium_fraction, **medium,
+                   "target": args.target, "candidates": candidates},
+        "replay": [{"file": f"replay/actor_{s:08d}.pt", "step": s} for s in replay_steps],
+    }
+
+    # Assemble next to the output folder, then swap it in, so no stale replay files survive.
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "replay").mkdir(parents=True)
+    shutil.copyfile(snapshot_path(run, expert_step), tmp / "expert.pt")
+    shutil.copyfile(snapshot_path(run, medium_step), tmp / "medium.pt")
+    for s in replay_steps:
+        shutil.copyfile(snapshot_path(run, s), tmp / f"replay/actor_{s:08d}.pt")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"wrote {out}: expert step {expert_step}, medium step {medium_step}, {len(replay_steps)} replay snapshots")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,655 @@
+"""The `stitch/` dataset suite: D4RL's five levels, rebuilt locally from shipped behaviour policies.
+
+Every id is `stitch/<env>/<level>-v0`. An environment is one entry of `ENVS` (a Gymnasium id and the
+folder of behaviour policies that `benchmarks/select_policies.py` wrote for it); every environment
+gets the same five levels, built the way D4RL built them:
+
+* `random`        1M steps of uniform random actions.
+* `medium`        1M steps of an early-stopped SAC snapshot (about half the expert's score).
+* `expert`        1M steps of the final SAC policy.
+* `medium-expert` the `medium` episodes followed by the `expert` episodes (identical to those datasets).
+* `medium-replay` what SAC collected on its way to `medium`: the `learning_starts` uniform random
+                  steps, then, for every saved snapshot up to `medium`, rollouts of that snapshot
+                  totalling the environment steps it stands for (the steps since the previous
+                  snapshot), so the level holds as many steps as SAC had seen at the medium snapshot.
+
+Policies act stochastically (a tanh-Gaussian sample), as in D4RL. Episodes end at a termination or
+at the environment's time limit (1000 steps); the last episode of a stream that runs out of its step
+budget is cut and marked `truncations=True`. At the time limit a step that also terminates is stored
+as a termination only, so `terminations` and `truncations` are never both set.
+
+Builds are deterministic and parallel. Each stream (the level, or one snapshot of medium-replay) is
+cut into fixed lockstep groups of `GROUP_STEPS` steps (the last one shorter). Group g runs its own
+episodes k = 0, 1, ... on `GROUP_ENVS` environments stepped together with one batched actor forward
+per step, each episode resetting with a seed derived from (seed, stream, g, k) and drawing its action
+noise from a generator seeded the same way, until its episodes hold the group's steps (all whole, so
+usually a few more). A stream is its groups' episodes in order, cut at the stream's budget. The groups
+run in a pool of `workers` processes (spawned, one torch thread each; default min(cpu count, 2)), but
+the group structure alone fixes which episodes share a batch and every seed: rebuilding gives
+byte-identical arrays for any number of workers on the same machine and torch build. (Changing
+GROUP_ENVS or GROUP_STEPS changes the data: batched matmuls round differently, and MuJoCo amplifies it.)
+
+Datasets are created with `minari.create_dataset_from_buffers` in a hidden temporary Minari root
+inside the real one; episodes are appended as their groups arrive (by `_EpisodeWriter`, Minari's
+HDF5 layout written through h5py's low-level API, about 3x faster than Minari's writer), and the
+dataset is moved under its id only when complete, so an interrupted build never leaves a half-made
+dataset behind. Summary statistics go into the dataset's metadata (key `stitch`), which `list` and
+`cards` read without touching the episodes.
+
+Usage:
+    python benchmarks/suite.py list
+    python benchmarks/suite.py build stitch/hopper/medium-replay-v0
+    python benchmarks/suite.py build --all [--force] [--workers 2]
+    python benchmarks/suite.py cards          # writes benchmarks/DATASETS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Self
+
+import gymnasium as gym
+import h5py
+import minari
+import numpy as np
+import torch
+from minari.dataset._storages import hdf5_storage
+from minari.namespace import create_namespace, list_local_namespaces
+from minari.storage import get_dataset_path
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
+
+POLICY_ROOT = Path(__file__).resolve().parent / "policies"
+CARDS_PATH = Path(__file__).resolve().parent / "DATASETS.md"
+CODE_PERMALINK = "benchmarks/suite.py (Stitch)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteEnv:
+    env_id: str
+    """Gymnasium id the datasets are collected in (and evaluated on)."""
+    policy_dir: Path
+    """Folder written by select_policies.py: manifest.json, expert.pt, medium.pt, replay/."""
+
+
+ENVS: dict[str, SuiteEnv] = {
+    "hopper": SuiteEnv("Hopper-v5", POLICY_ROOT / "hopper"),
+}
+LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+VERSION = 0
+SUITE_IDS = tuple(f"stitch/{env}/{level}-v{VERSION}" for env in ENVS for level in LEVELS)
+
+STEPS_PER_LEVEL = 1_000_000
+GROUP_ENVS = 16       # environments stepped together in a lockstep group
+GROUP_STEPS = 50_000  # steps per lockstep group (a stream of 1M steps has 20)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ids, policies
+# ----------------------------------------------------------------------------------------------
+
+def parse_id(dataset_id: str) -> tuple[str, str]:
+    """`stitch/hopper/medium-v0` -> ("hopper", "medium"); ValueError for anything not in SUITE_IDS."""
+    if dataset_id not in SUITE_IDS:
+        raise ValueError(f"unknown stitch dataset id {dataset_id!r}; the suite has: {', '.join(SUITE_IDS)}")
+    _, env_name, name = dataset_id.split("/")
+    return env_name, name.rsplit("-v", 1)[0]
+
+
+def load_manifest(policy_dir: str | Path) -> dict:
+    """Read `<policy_dir>/manifest.json` and check that every policy file it names exists."""
+    policy_dir = Path(policy_dir)
+    path = policy_dir / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"missing behaviour-policy manifest {path}; "
+                                f"write it with `python benchmarks/select_policies.py`")
+    manifest = json.loads(path.read_text())
+    for entry in [manifest["expert"], manifest["medium"], *manifest["replay"]]:
+        if not (policy_dir / entry["file"]).is_file():
+            raise FileNotFoundError(f"missing behaviour policy {policy_dir / entry['file']} "
+                                    f"(named in {path}); rerun `python benchmarks/select_policies.py`")
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollouts
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Episode:
+    seed: int                 # the env.reset seed
+    observations: np.ndarray  # [T + 1, obs_dim] float32
+    actions: np.ndarray       # [T, act_dim] float32
+    rewards: np.ndarray       # [T] float64
+    terminations: np.ndarray  # [T] bool
+    truncations: np.ndarray   # [T] bool
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    def cut(self, n: int) -> Episode:
+        """The first n steps; the last one is marked truncated unless the episode ended there."""
+        ep = Episode(self.seed, self.observations[:n + 1], self.actions[:n], self.rewards[:n],
+                     self.terminations[:n].copy(), self.truncations[:n].copy())
+        if not (ep.terminations[-1] or ep.truncations[-1]):
+            ep.truncations[-1] = True
+        return ep
+
+
+def episode_seeds(seed: int, stream: str, *index: int) -> tuple[int, int]:
+    """(reset seed, action-noise seed) of an episode, a pure function of its arguments.
+
+    `index` places the episode in its stream: (k,) for `rollout`, (group, k) for `run_group`.
+    """
+    reset_seed, noise_seed = np.random.SeedSequence([seed, zlib.crc32(stream.encode()), *index]).generate_state(2)
+    return int(reset_seed), int(noise_seed)
+
+
+def make_envs(env_id: str, n: int = GROUP_ENVS) -> list[gym.Env]:
+    envs = [gym.make(env_id) for _ in range(n)]
+    space = envs[0].action_space
+    if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
+        raise ValueError(f"{env_id}: the tanh behaviour policies need actions in [-1, 1], got {space}")
+    return envs
+
+
+@torch.no_grad()
+def _lockstep(envs: list[gym.Env], policy: GaussianActor | None, seeds: Callable[[int], tuple[int, int]], *,
+              n_episodes: int | None = None, n_steps: int | None = None, deterministic: bool = False) -> list[Episode]:
+    """Whole episodes 0, 1, 2, ... run in lockstep on `envs`, one batched actor forward per step.
+
+    Episode k resets its environment with `seeds(k)[0]` and draws its action noise from a generator
+    seeded with `seeds(k)[1]`. `policy=None` acts uniformly at random; otherwise actions are
+    tanh(mu + std * eps) (stochastic) or tanh(mu) (deterministic). Give exactly one of `n_episodes`
+    (that many episodes) or `n_steps` (episodes in order until they hold at least n_steps steps; the
+    last one is whole, so they usually hold a few more).
+
+    Which episodes share a batched forward depends only on these arguments (the scheduling below is
+    deterministic), so the result is too. With `n_steps`, episode k is launched only while its
+    estimated start (unfinished episodes before it counted at the mean length of the finished ones)
+    is below n_steps, and dropped as soon as its earliest possible start reaches n_steps.
+    """
+    if (n_steps is None) == (n_episodes is None):
+        raise ValueError("give exactly one of n_steps and n_episodes")
+    horizon = envs[0].spec.max_episode_steps
+    obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    n = len(envs)
+    # Per-slot buffers for the episode in progress.
+    slot_k = [-1] * n                  # episode in the slot, -1 when idle
+    slot_t = [0] * n                   # steps taken in that episode
+    slot_seed = [0] * n
+    obs = np.zeros((n, horizon + 1, obs_dim), np.float32)
+    act = np.zeros((n, horizon, act_dim), np.float32)
+    rew = np.zeros((n, horizon), np.float64)
+    term = np.zeros((n, horizon), bool)
+    trunc = np.zeros((n, horizon), bool)
+    noise = np.zeros((n, horizon, act_dim), np.float32)
+    # Bookkeeping over all launched episodes, in index order.
+    lengths: list[int] = []            # current length of every launched episode
+    ended: list[bool] = []             # finished, or dropped as not needed
+    finished: dict[int, Episode] = {}
+    base, base_steps = 0, 0            # episodes [0, base) have ended, holding base_steps steps
+    done_steps, done_count = 0, 0      # over the finished episodes, for the launch estimate
+
+    def launch(k: int) -> bool:  # launch episode k (the next one) now?
+        if n_episodes is not None:
+            return k < n_episodes
+        mean = done_steps / done_count if done_count else 0.0
+        start = base_steps + sum(lengths[j] if ended[j] else max(lengths[j], mean) for j in range(base, k))
+        return start < n_steps
+
+    while True:
+        for i in range(n):
+            if slot_k[i] >= 0:
+                continue
+            k = len(lengths)
+            if not launch(k):
+                break
+            slot_seed[i], noise_seed = seeds(k)
+            obs[i, 0] = envs[i].reset(seed=slot_seed[i])[0]
+            g = torch.Generator().manual_seed(noise_seed)
+            if policy is None:
+                noise[i] = torch.rand(horizon, act_dim, generator=g).numpy()
+            elif not deterministic:
+                noise[i] = torch.randn(horizon, act_dim, generator=g).numpy()
+            slot_k[i], slot_t[i] = k, 0
+            lengths.append(0)
+            ended.append(False)
+        active = [i for i in range(n) if slot_k[i] >= 0]
+        if not active:
+            break
+
+        rows, t = np.array(active), np.array([slot_t[i] for i in active])
+        eps = noise[rows, t]
+        if policy is None:
+            a = 2.0 * eps - 1.0  # uniform on [-1, 1]
+        else:
+            mu, log_std = policy.dist(torch.from_numpy(obs[rows, t]))
+            a = (torch.tanh(mu) if deterministic else torch.tanh(mu + log_std.exp() * torch.from_numpy(eps))).numpy()
+
+        for j, i in enumerate(active):
+            k, ti = slot_k[i], slot_t[i]
+            next_obs, r, te, tr, _ = envs[i].step(a[j])
+            act[i, ti], obs[i, ti + 1], rew[i, ti] = a[j], next_obs, r
+            term[i, ti], trunc[i, ti] = te, tr and not te  # a terminal step at the time limit is a termination
+            slot_t[i] = lengths[k] = ti + 1
+            if te or tr:
+                finished[k] = Episode(slot_seed[i], obs[i, :ti + 2].copy(), act[i, :ti + 1].copy(),
+                                      rew[i, :ti + 1].copy(), term[i, :ti + 1].copy(), trunc[i, :ti + 1].copy())
+                ended[k], slot_k[i] = True, -1
+                done_steps, done_count = done_steps + ti + 1, done_count + 1
+
+        if n_steps is not None:  # drop the episodes that start at n_steps or later whatever happens next
+            start = base_steps
+            for k in range(base, len(lengths)):
+                if start >= n_steps:
+                    for i in range(n):
+                        if slot_k[i] >= k:
+                            ended[slot_k[i]], slot_k[i] = True, -1
+                    break
+                start += lengths[k]
+        while base < len(lengths) and ended[base]:
+            base_steps += lengths[base]
+            base += 1
+
+    episodes, total = [], 0
+    for k in range(len(lengths)):
+        if n_steps is not None and total >= n_steps:
+            break
+        episodes.append(finished[k])
+        total += len(finished[k])
+    return episodes
+
+
+def rollout(envs: list[gym.Env], policy: GaussianActor | None, *, seed: int, stream: str, n_episodes: int,
+            deterministic: bool = False) -> list[Episode]:
+    """Episodes 0 .. n_episodes-1 of `stream` (seeds from (seed, stream, k)), in lockstep on `envs`.
+
+    For evaluation (select_policies.py); datasets are made of `run_group`s.
+    """
+    return _lockstep(envs, policy, lambda k: episode_seeds(seed, stream, k), n_episodes=n_episodes,
+                     deterministic=deterministic)
+
+
+def run_group(envs: list[gym.Env], policy: GaussianActor | None, *, seed: int, stream: str, group: int,
+              n_steps: int) -> list[Episode]:
+    """Lockstep group `group` of `stream`: its episodes 0, 1, ... (seeds from (seed, stream, group, k)),
+    stochastic actions, in order until they hold at least n_steps steps (all whole)."""
+    return _lockstep(envs, policy, lambda k: episode_seeds(seed, stream, group, k), n_steps=n_steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lockstep groups, in this process or a pool of worker processes
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GroupTask:
+    env_id: str
+    stream: str
+    policy_file: str | None   # None: uniform random actions
+    seed: int
+    group: int
+    n_steps: int
+    n_envs: int
+
+
+def _group_tasks(env_id: str, plan: list[tuple[str, Path | None, int]], seed: int) -> list[GroupTask]:
+    """Every stream of `plan` cut into groups of GROUP_STEPS steps (the last one shorter), in dataset order."""
+    return [GroupTask(env_id, stream, None if policy_file is None else str(policy_file), seed, g,
+                      min(GROUP_STEPS, steps - g * GROUP_STEPS), GROUP_ENVS)
+            for stream, policy_file, steps in plan for g in range(-(-steps // GROUP_STEPS))]
+
+
+_PROCESS_ENVS: dict[tuple[str, int], list[gym.Env]] = {}  # lockstep envs of this process, reused across groups
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # batches of GROUP_ENVS rows: more threads only add waiting (100x slower on a busy CPU)
+
+
+def _run_task(task: GroupTask) -> list[Episode]:
+    envs = _PROCESS_ENVS.get((task.env_id, task.n_envs))
+    if envs is None:
+        envs = _PROCESS_ENVS[task.env_id, task.n_envs] = make_envs(task.env_id, task.n_envs)
+    policy = None if task.policy_file is None else load_actor(task.policy_file)[0]
+    return run_group(envs, policy, seed=task.seed, stream=task.stream, group=task.group, n_steps=task.n_steps)
+
+
+def _close_envs() -> None:
+    for envs in _PROCESS_ENVS.values():
+        for env in envs:
+            env.close()
+    _PROCESS_ENVS.clear()
+
+
+@contextlib.contextmanager
+def _group_results(tasks: list[GroupTask], workers: int) -> Iterator[Iterator[list[Episode]]]:
+    """Each task's episodes, in task order, computed here (workers <= 1) or by a spawned pool of
+    `workers` processes (one torch thread each). Either way, the same arrays."""
+    workers = min(workers, len(tasks))
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        _init_worker()
+        try:
+            yield map(_run_task, tasks)
+        finally:
+            torch.set_num_threads(threads)
+            _close_envs()
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            yield pool.imap(_run_task, tasks)  # the pool is terminated on leaving, even on an error
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+class _EpisodeWriter:
+    """Appends episodes to a new, empty HDF5 Minari dataset, as `HDF5Storage.update_episodes` lays them
+    out (group `episode_<id>` with int64 attributes id, seed and total_steps and one dataset per field),
+    at under a third of its cost: h5py's low-level API, and contiguous datasets instead of resizable
+    chunked ones (Minari resizes only to extend an existing episode in place; the chunk indexes also
+    made the files about 3.5x larger). `minari.load_dataset` reads the result like any Minari dataset."""
+
+    FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+    def __init__(self, storage) -> None:
+        if getattr(storage, "FORMAT", None) != "hdf5":
+            raise TypeError(f"expected an HDF5 Minari storage, got {type(storage).__name__}")
+        self.path = Path(storage.data_path) / hdf5_storage._MAIN_FILE_NAME
+        self.episodes, self.steps = 0, 0
+
+    def __enter__(self) -> Self:
+        self.file = h5py.File(self.path, "a")
+        if len(self.file):
+            self.file.close()
+            raise ValueError(f"{self.path} already holds episodes")
+        self._types: dict[np.dtype, h5py.h5t.TypeID] = {}
+        self._int64, self._scalar = h5py.h5t.py_create(np.dtype(np.int64)), h5py.h5s.create(h5py.h5s.SCALAR)
+        # No modification times in the object headers (as h5py's high-level API): the same episodes, the same bytes.
+        self._gcpl, self._dcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE), h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        self._gcpl.set_obj_track_times(False)
+        self._dcpl.set_obj_track_times(False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def write(self, ep: Episode) -> None:
+        group = h5py.h5g.create(self.file.id, f"episode_{self.episodes}".encode(), gcpl=self._gcpl)
+        for name, value in ((b"id", self.episodes), (b"seed", ep.seed), (b"total_steps", len(ep))):
+            h5py.h5a.create(group, name, self._int64, self._scalar).write(np.array(value, np.int64))
+        for name in self.FIELDS:
+            data = np.ascontiguousarray(getattr(ep, name))
+            tid = self._types.get(data.dtype)
+            if tid is None:
+                tid = self._types[data.dtype] = h5py.h5t.py_create(data.dtype, logical=True)
+            h5py.h5d.create(group, name.encode(), tid, h5py.h5s.create_simple(data.shape), dcpl=self._dcpl).write(
+                h5py.h5s.ALL, h5py.h5s.ALL, data)
+        self.episodes += 1
+        self.steps += len(ep)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------
+
+def _plan(level: str, manifest: dict, policy_dir: Path, n_steps: int | None) -> list[tuple[str, Path | None, int]]:
+    """The streams a level is made of: (stream name, policy file or None for uniform, steps)."""
+    full = STEPS_PER_LEVEL if n_steps is None else n_steps
+    if level == "random":
+        return [("random", None, full)]
+    if level in ("medium", "expert"):
+        return [(level, policy_dir / manifest[level]["file"], full)]
+    if level == "medium-expert":
+        return _plan("medium", manifest, policy_dir, n_steps) + _plan("expert", manifest, policy_dir, n_steps)
+    # medium-replay: the warm-up, then each snapshot for the steps since the one before it.
+    plan = [("medium-replay/warmup", None, manifest["learning_starts"])]
+    previous = manifest["learning_starts"]
+    for entry in sorted(manifest["replay"], key=lambda e: e["step"]):
+        plan.append((f"medium-replay/{entry['step']}", policy_dir / entry["file"], entry["step"] - previous))
+        previous = entry["step"]
+    if n_steps is not None:  # keep a prefix of n_steps steps
+        budget, plan_cut = n_steps, []
+        for stream, policy, steps in plan:
+            plan_cut.append((stream, policy, min(steps, max(budget, 0))))
+            budget -= steps
+        plan = plan_cut
+    return [(stream, policy, steps) for stream, policy, steps in plan if steps > 0]
+
+
+def _policy_label(level: str, manifest: dict) -> str:
+    if level == "random":
+        return "uniform random actions"
+    if level in ("medium", "expert"):
+        return f"SAC step {manifest[level]['step']:,} ({manifest[level]['file']})"
+    if level == "medium-expert":
+        return f"medium (SAC step {manifest['medium']['step']:,}) + expert (SAC step {manifest['expert']['step']:,})"
+    steps = sorted(e["step"] for e in manifest["replay"])
+    return (f"{manifest['learning_starts']:,} uniform steps + {len(steps)} SAC snapshots, steps "
+            f"{steps[0]:,}-{steps[-1]:,} (every {manifest['snapshot_every']:,})")
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    """Where Minari keeps `dataset_id` in the current root ($MINARI_DATASETS_PATH)."""
+    return Path(get_dataset_path(dataset_id))
+
+
+def is_built(dataset_id: str) -> bool:
+    return (dataset_dir(dataset_id) / "data" / "metadata.json").is_file()
+
+
+def default_workers() -> int:
+    return min(os.cpu_count() or 1, 2)
+
+
+def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
+          policy_dir: str | Path | None = None, seed: int = 0, force: bool = False,
+          workers: int | None = None) -> None:
+    """Build `dataset_id` (one of SUITE_IDS) into the current Minari root.
+
+    n_steps: steps per level instead of 1M (medium-expert: per half; medium-replay: keep only its
+    first n_steps steps). policy_dir: the policies to use instead of the shipped ones. force:
+    replace an existing dataset (otherwise FileExistsError). workers: processes running the
+    lockstep groups (default min(cpu count, 2); 1 runs them in this process); the arrays are the
+    same whatever the number.
+    """
+    env_name, level = parse_id(dataset_id)
+    if n_steps is not None and n_steps < 1:
+        raise ValueError(f"n_steps must be a positive number of steps, got {n_steps}")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    suite_env = ENVS[env_name]
+    policy_dir = Path(policy_dir) if policy_dir is not None else suite_env.policy_dir
+    manifest = load_manifest(policy_dir)
+    if manifest["env_id"] != suite_env.env_id:
+        raise ValueError(f"{policy_dir}/manifest.json is for {manifest['env_id']}, not {suite_env.env_id}")
+    target = dataset_dir(dataset_id)
+    if target.exists() and not force:
+        raise FileExistsError(f"{dataset_id} already exists at {target}; pass force=True (--force) to rebuild it")
+
+    plan = _plan(level, manifest, policy_dir, n_steps)
+    for policy_file in {policy_file for _, policy_file, _ in plan if policy_file is not None}:
+        meta = load_actor(policy_file)[1]
+        if meta["env_id"] != suite_env.env_id:
+            raise ValueError(f"{policy_file} is a policy for {meta['env_id']}, not {suite_env.env_id}")
+    tasks = _group_tasks(suite_env.env_id, plan, seed)
+    env = make_envs(suite_env.env_id, 1)[0]
+    space = env.observation_space
+    env.close()
+    observation_space = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), space.shape,
+                                       np.float32)
+    label = _policy_label(level, manifest)
+    description = (f"Stitch suite, D4RL-style {level} level on {suite_env.env_id}: {label}; "
+                   f"actions sampled from the policies, episodes capped at the {suite_env.env_id} time limit, "
+                   f"seed {seed}. Reference scores: mean returns of uniform random actions (ref_min) and of the "
+                   f"expert with sampled actions (ref_max).")
+    env_spec = gym.spec(suite_env.env_id)
+
+    # Write into a hidden temporary root inside the real one (Minari skips hidden folders), then move
+    # the finished dataset under its id with one rename. Episodes are written as their groups arrive.
+    root = dataset_dir("")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".stitch-build-", dir=root))
+    saved_root = os.environ.get("MINARI_DATASETS_PATH")
+    try:
+        os.environ["MINARI_DATASETS_PATH"] = str(tmp_root)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="`author_email` is set to None")
+                storage = minari.create_dataset_from_buffers(
+                    dataset_id, buffer=[], env=env_spec, eval_env=env_spec,
+                    algorithm_name=label if level == "random" else f"SAC: {label}", author="Stitch",
+                    code_permalink=CODE_PERMALINK, observation_space=observation_space,
+                    ref_min_score=float(manifest["ref_min_score"]), ref_max_score=float(manifest["ref_max_score"]),
+                    description=description, data_format="hdf5").storage
+        finally:
+            if saved_root is None:
+                del os.environ["MINARI_DATASETS_PATH"]
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = saved_root
+
+        stream_steps = {stream: steps for stream, _, steps in plan}
+        written = dict.fromkeys(stream_steps, 0)
+        returns = []
+        with (_EpisodeWriter(storage) as writer, _group_results(tasks, workers) as results,
+              tqdm(total=sum(stream_steps.values()), desc=dataset_id, unit="step", disable=not progress,
+                   dynamic_ncols=True) as bar):
+            for task, episodes in zip(tasks, results):
+                for ep in episodes:  # up to the stream's budget; its last episode is cut there
+                    left = stream_steps[task.stream] - written[task.stream]
+                    if left == 0:
+                        break
+                    if len(ep) > left:
+                        ep = ep.cut(left)
+                    writer.write(ep)
+                    written[task.stream] += len(ep)
+                    returns.append(ep.rewards.sum())
+                    bar.update(len(ep))
+        assert written == stream_steps, (written, stream_steps)
+
+        returns = np.array(returns)
+        stats = {"level": level, "policy": label, "seed": seed, "episodes": writer.episodes, "steps": writer.steps,
+                 "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+                 "return_min": float(returns.min()), "return_max": float(returns.max())}
+        storage.update_metadata({"total_steps": writer.steps, "total_episodes": writer.episodes,
+                                 "dataset_size": storage.get_size(), "stitch": stats})
+        namespace = dataset_id.rsplit("/", 1)[0]
+        if namespace not in list_local_namespaces():
+            create_namespace(namespace)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # force: park the old dataset in the temporary root, deleted below
+            os.rename(target, tmp_root / "replaced")
+        os.rename(tmp_root / dataset_id, target)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Listing and cards
+# ----------------------------------------------------------------------------------------------
+
+def info(dataset_id: str) -> dict:
+    """What `list` and `cards` show for one suite id: built or not, size, episodes, steps, scores."""
+    env_name, _ = parse_id(dataset_id)
+    row = {"id": dataset_id, "built": is_built(dataset_id)}
+    if row["built"]:
+        path = dataset_dir(dataset_id)
+        meta = json.loads((path / "data" / "metadata.json").read_text())
+        row.update(meta.get("stitch", {}))
+        row.update(ref_min_score=meta.get("ref_min_score"), ref_max_score=meta.get("ref_max_score"),
+                   episodes=meta["total_episodes"], steps=meta["total_steps"],
+                   size_mb=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6)
+    else:
+        manifest_path = ENVS[env_name].policy_dir / "manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            row.update(ref_min_score=manifest["ref_min_score"], ref_max_score=manifest["ref_max_score"])
+    return row
+
+
+def _fmt(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def write_cards(path: str | Path = CARDS_PATH) -> Path:
+    """Write the markdown table of every built suite id (from the datasets' metadata) to `path`."""
+    lines = ["# Stitch datasets", "",
+             ("Generated by `python benchmarks/suite.py cards` from the datasets built in the local Minari root; "
+              "do not edit by hand. Returns are undiscounted episode returns over all episodes of the dataset "
+              "(the last, cut episode of each stream included); normalized = 100 * (return - ref_min) / "
+              "(ref_max - ref_min). How each level is made: `benchmarks/suite.py`."), "",
+             "| dataset | policy | episodes | steps | return (mean ± std) | normalized | ref_min | ref_max |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in map(info, SUITE_IDS):
+        if not row["built"]:
+            continue
+        lo, hi = row["ref_min_score"], row["ref_max_score"]
+        norm = 100 * (row["return_mean"] - lo) / (hi - lo)
+        lines.append(f"| `{row['id']}` | {row['policy']} | {row['episodes']:,} | {row['steps']:,} | "
+                     f"{row['return_mean']:.1f} ± {row['return_std']:.1f} | {norm:.1f} | {lo:.1f} | {hi:.1f} |")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every suite id, built or not, with size, episodes, steps and reference scores")
+    p_build = commands.add_parser("build", help="build suite datasets into the Minari root")
+    p_build.add_argument("ids", nargs="*", metavar="ID", help="suite ids to build")
+    p_build.add_argument("--all", action="store_true", help="build every suite id")
+    p_build.add_argument("--force", action="store_true", help="rebuild ids that already exist")
+    p_build.add_argument("--seed", type=int, default=0, help="build seed (the suite's datasets use 0)")
+    p_build.add_argument("--policy-dir", help="behaviour policies to build from (default: the shipped ones)")
+    p_build.add_argument("--workers", type=int, default=default_workers(),
+                         help="processes running the rollouts (default: %(default)s); the data does not depend on it")
+    p_cards = commands.add_parser("cards", help=f"write the dataset table ({CARDS_PATH.name})")
+    p_cards.add_argument("--out", default=str(CARDS_PATH), help="markdown file to write")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        print(f"Minari root: {dataset_dir('')}")
+        print(f"{'id':36} {'size':>9} {'episodes':>9} {'steps':>10} {'ref_min':>9} {'ref_max':>9}")
+        for row in map(info, SUITE_IDS):
+            size = f"{row['size_mb']:.1f} MB" if row["built"] else "not built"
+            print(f"{row['id']:36} {size:>9} {row.get('episodes', '-'):>9} {row.get('steps', '-'):>10} "
+                  f"{_fmt(row.get('ref_min_score')):>9} {_fmt(row.get('ref_max_score')):>9}")
+    elif args.command == "build":
+        if args.all == bool(args.ids):
+            parser.error("build: give suite ids or --all (not both)")
+        ids = SUITE_IDS if args.all else args.ids
+        try:
+            for dataset_id in ids:
+                parse_id(dataset_id)  # fail on a typo before spending time on the ids before it
+            for dataset_id in ids:
+                if is_built(dataset_id) and not args.force:
+                    print(f"{dataset_id}: already built at {dataset_dir(dataset_id)} (--force rebuilds it)")
+                    continue
+                build(dataset_id, seed=args.seed, force=args.force, policy_dir=args.policy_dir, workers=args.workers)
+                print(f"{dataset_id}: built at {dataset_dir(dataset_id)}")
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
+    else:
+        print(f"wrote {write_cards(args.out)}")
+
+
+if __name__ == "__main__":
+    from benchmarks import suite  # noqa: PLW0406 -- run as the importable module, whose tasks the worker processes can unpickle
+    suite.main()
