@@ -57,7 +57,8 @@ class Buffer:
         if obs_mean is not None:
             obs, next_obs = (obs - obs_mean) / obs_std, (next_obs - obs_mean) / obs_std
         actions = data.actions
-        if data.action_low is not None:  # continuous actions rescaled from [low, high] to [-1, 1]
+        bounded = data.action_low is not None and not (np.all(data.action_low == -1) and np.all(data.action_high == 1))
+        if bounded:  # continuous actions rescaled from [low, high] to [-1, 1]
             actions = 2.0 * (actions - data.action_low) / (data.action_high - data.action_low) - 1.0
         r = data.rewards if rewards is None else rewards
         return cls(obs, actions, r, next_obs, data.terminals, device=device, seed=seed, capacity=capacity)

@@ -220,8 +220,13 @@ def _write_cache(dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _flatten_episodes(ds, dataset_id: str) -> dict[str, np.ndarray]:
+    try:
+        episodes = list(ds.iterate_episodes())
+    except Exception as e:  # e.g. a truncated hdf5 file
+        raise DatasetError(f"dataset {dataset_id!r} at {datasets_root() / dataset_id}: its episodes cannot be read "
+                           f"({type(e).__name__}: {e}); delete it and build or download it again") from e
     obs_l, next_l, act_l, rew_l, term_l, trunc_l, lengths = [], [], [], [], [], [], []
-    for ep in ds.iterate_episodes():
+    for ep in episodes:
         obs = _flatten_obs(ep.observations, dataset_id)
         n = len(ep.rewards)
         for name, arr in (("actions", ep.actions), ("terminations", ep.terminations), ("truncations", ep.truncations)):

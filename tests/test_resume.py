@@ -1,0 +1,152 @@
+"""A run killed with SIGKILL and resumed reaches the same state as one never interrupted (same seed, CPU).
+
+Every algorithm script is started as a user starts it (`python algorithms/<algo>.py ...`), killed with
+SIGKILL once it has written a checkpoint, resumed with `--resume <run>`, and compared with an uninterrupted
+run of the same flags. The resumed and the uninterrupted runs go through the script's own
+`train(tyro.cli(Args))` in this process, one thread like the subprocess, which saves two interpreter
+start-ups (most of the test's time). Only the flags all scripts share are used (plus `--hidden-dim` where it
+exists, for speed); scripts that do not exist yet are skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import tyro
+
+from common.checkpoints import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ALGOS = ["iql", "bc", "td3_bc", "cql"]
+
+TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
+COMMON = ["--seed", "1", "--total-steps", str(TOTAL_STEPS), "--eval-every", "150", "--eval-episodes", "2",
+          "--log-every", "50", "--checkpoint-every", str(CHECKPOINT_EVERY), "--no-progress", "--batch-size", "32"]
+
+
+def args_fields(algo: str) -> set[str]:
+    """The field names of a script's `Args` dataclass, read from its source."""
+    tree = ast.parse((ROOT / "algorithms" / f"{algo}.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    return {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
+def command(algo: str, *flags: str) -> list[str]:
+    return [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), *flags]
+
+
+def first_run_flags(algo: str) -> list[str]:
+    """The shared flags, plus small networks where the script has `hidden_dim` (only to keep the test fast)."""
+    return COMMON + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else [])
+
+
+def environment(minari_root: Path) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MINARI_DATASETS_PATH": str(minari_root)}
+
+
+def only_run_dir(runs_dir: Path) -> Path:
+    dirs = [p for p in runs_dir.iterdir() if p.is_dir()] if runs_dir.is_dir() else []
+    assert len(dirs) == 1, f"expected one run folder under {runs_dir}, found {dirs}"
+    return dirs[0]
+
+
+def assert_same_state(a, b, path: str = "checkpoint") -> None:
+    """Exact equality of every tensor, number and string, recursively."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(a, b), f"{path} differs"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_same_state(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def kill_and_resume(algo: str, dataset: str, flags: list[str], env: dict, tmp_path: Path) -> Path:
+    # 1. start a run, SIGKILL it once a checkpoint at step >= KILL_AT exists
+    killed_runs = tmp_path / "killed"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command(algo, "--dataset", dataset, "--runs-dir", str(killed_runs), *flags),
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    deadline, step = time.time() + 300, -1
+    try:
+        while step < KILL_AT:
+            assert proc.poll() is None, f"{algo} exited before step {KILL_AT}:\n{log.read_text()}"
+            assert time.time() < deadline, f"{algo}: no checkpoint at step >= {KILL_AT} after 300 s"
+            ckpts = list(killed_runs.glob("*/checkpoint.pt"))
+            if ckpts:  # saves are atomic: a reader never sees half a checkpoint
+                step = int(load_checkpoint(ckpts[0])["step"])
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    run_dir = only_run_dir(killed_runs)
+    at_kill = int(load_checkpoint(run_dir / "checkpoint.pt")["step"])
+    assert KILL_AT <= at_kill < TOTAL_STEPS, f"the run was not interrupted mid-way (checkpoint at {at_kill})"
+    assert not (run_dir / "result.json").exists()
+
+    # 2. resume it to the end (in-process, which saves a start-up: the same `train(tyro.cli(Args))` as the CLI)
+    run_in_process(algo, ["--resume", str(run_dir), "--no-progress"])
+    return run_dir
+
+
+def run_in_process(algo: str, flags: list[str]) -> None:
+    """`python algorithms/<algo>.py FLAGS` in this process (one thread, like the subprocesses): saves a start-up."""
+    name = f"stitch_test_{algo}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "algorithms" / f"{algo}.py")
+    module = importlib.util.module_from_spec(spec)
+    threads = torch.get_num_threads()
+    sys.modules[name] = module  # dataclasses and tyro look the module up by name
+    try:
+        spec.loader.exec_module(module)
+        torch.set_num_threads(1)
+        module.train(tyro.cli(module.Args, args=flags))
+    finally:
+        torch.set_num_threads(threads)
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_sigkill_and_resume_matches_an_uninterrupted_run(algo, minari_root, tiny_hopper, tmp_path):
+    if not (ROOT / "algorithms" / f"{algo}.py").is_file():
+        pytest.skip(f"algorithms/{algo}.py does not exist yet")
+    flags = first_run_flags(algo)
+
+    # 1-2. a run killed with SIGKILL mid-way, then resumed to the end
+    run_dir = kill_and_resume(algo, tiny_hopper, flags, environment(minari_root), tmp_path)
+    # 3. the same run, never interrupted
+    clean_runs = tmp_path / "clean"
+    run_in_process(algo, ["--dataset", tiny_hopper, "--runs-dir", str(clean_runs), *flags])
+    clean_dir = only_run_dir(clean_runs)
+
+    resumed, clean = load_checkpoint(run_dir / "checkpoint.pt"), load_checkpoint(clean_dir / "checkpoint.pt")
+    assert resumed["step"] == clean["step"] == TOTAL_STEPS
+    tensors = [k for k, v in clean.items() if isinstance(v, dict) and any(isinstance(t, torch.Tensor)
+                                                                          for t in v.values())]
+    assert len(tensors) >= 2, f"{algo}: expected networks and optimizer states in the checkpoint, got {list(clean)}"
+    # everything but the saved command-line arguments (runs_dir and resume differ by construction)
+    assert_same_state({k: v for k, v in resumed.items() if k != "args"},
+                      {k: v for k, v in clean.items() if k != "args"})
+
+    r_resumed = json.loads((run_dir / "result.json").read_text())
+    r_clean = json.loads((clean_dir / "result.json").read_text())
+    assert r_resumed["final_score"] == r_clean["final_score"]
+    assert r_resumed["evals"] == r_clean["evals"] and len(r_clean["evals"]) == 2
