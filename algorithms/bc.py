@@ -170,7 +170,8 @@ def train(args: Args) -> dict:
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
-            "actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(), "buffer": buffer.state_dict(), "rng": rng_state(), "step": step, "evals": json.dumps(evals),
+            "actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(), "buffer": buffer.state_dict(),
+            "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "args": json.dumps(dataclasses.asdict(args)), "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
 
     start_time, start_step = time.time(), step

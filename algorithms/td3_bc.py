@@ -168,8 +168,9 @@ def smoothed_target_action(next_action: torch.Tensor, policy_noise: float, noise
     return (next_action + noise).clamp(-1.0, 1.0)
 
 
-def critic_loss(q: torch.Tensor, rew: torch.Tensor, done: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
-    """L_Q = sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Qbar_j(s', a~')); q = [n, B], next_q = [n, B] target values."""
+def critic_loss(q: torch.Tensor, rew: torch.Tensor, done: torch.Tensor, next_q: torch.Tensor,
+                gamma: float) -> torch.Tensor:
+    """L_Q = sum_i MSE(Q_i(s, a), r + gamma (1 - d) min_j Qbar_j(s', a~')); q, next_q = [n, B] (next_q: targets)."""
     target = (rew + gamma * (1.0 - done) * next_q.min(0).values).detach()
     return ((q - target) ** 2).mean(1).sum()
 

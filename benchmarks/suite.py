@@ -603,6 +603,27 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
         norm = 100 * (row["return_mean"] - lo) / (hi - lo)
         lines.append(f"| `{row['id']}` | {row['policy']} | {row['episodes']:,} | {row['steps']:,} | "
                      f"{row['return_mean']:.1f} ± {row['return_std']:.1f} | {norm:.1f} | {lo:.1f} | {hi:.1f} |")
+    lines += ["", "## Behaviour policies", "",
+              "Measured by `python benchmarks/select_policies.py` (written to each policy folder's manifest.json); "
+              "returns over the manifest's `episodes` episodes.", "",
+              "| env | policy | SAC step | return, stochastic (as in the data) | return, deterministic |",
+              "|---|---|---:|---:|---:|"]
+    notes = []
+    for name, env in ENVS.items():
+        try:
+            manifest = load_manifest(env.policy_dir)
+        except FileNotFoundError:
+            continue
+        for role in ("expert", "medium"):
+            m = manifest[role]
+            lines.append(f"| {name} | {role} | {m['step']:,} | {m['stochastic']['mean']:.1f} ± "
+                         f"{m['stochastic']['std']:.1f} | {m['deterministic']['mean']:.1f} ± "
+                         f"{m['deterministic']['std']:.1f} |")
+        r = manifest["random"]
+        lines.append(f"| {name} | uniform random | - | {r['mean']:.1f} ± {r['std']:.1f} | - |")
+        if manifest.get("provisional"):
+            notes.append(f"**{name} is provisional:** {manifest['provisional']}")
+    lines += [""] + notes
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -82,7 +82,8 @@ class TwinCritic(nn.Module):
                 lin = nn.Linear(i, o)
                 w[k] = lin.weight.detach().T
             self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.stack([nn.Linear(i, o).bias.detach() for _ in range(n)]).unsqueeze(1)))
+            bias = torch.stack([nn.Linear(i, o).bias.detach() for _ in range(n)]).unsqueeze(1)
+            self.biases.append(nn.Parameter(bias))
         self.n = n
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:

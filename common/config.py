@@ -24,7 +24,8 @@ def require(condition: bool, field: str, message: str, value=None) -> None:
 
 def check_common(args) -> None:
     """Checks for the fields every script shares."""
-    require(isinstance(args.dataset, str) and args.dataset.strip() != "", "dataset", "must be a dataset id", args.dataset)
+    dataset_ok = isinstance(args.dataset, str) and args.dataset.strip() != ""
+    require(dataset_ok, "dataset", "must be a dataset id", args.dataset)
     for f in ("total_steps", "batch_size", "eval_every", "eval_episodes", "log_every", "checkpoint_every"):
         v = getattr(args, f)
         require(isinstance(v, int) and v > 0, f, "must be a positive integer", v)

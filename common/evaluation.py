@@ -37,7 +37,8 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
     for first in range(0, episodes, max_envs):
         n = min(max_envs, episodes - first)
         envs = [gym.make(env_spec) for _ in range(n)]
-        obs = [flatten_obs(env.reset(seed=EVAL_SEED_OFFSET + 10_000 * seed + first + i)[0]) for i, env in enumerate(envs)]
+        seeds = [EVAL_SEED_OFFSET + 10_000 * seed + first + i for i in range(n)]
+        obs = [flatten_obs(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
         space = envs[0].action_space
         rescale = isinstance(space, gym.spaces.Box) and not (np.all(space.low == -1) and np.all(space.high == 1))
         totals, running = np.zeros(n), list(range(n))
