@@ -37,7 +37,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset, observation_stats, top_fraction_episodes  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
@@ -126,8 +126,11 @@ def make_optimizer(params, lr: float) -> torch.optim.Adam:
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
-        state = load_checkpoint(Path(args.resume) / "checkpoint.pt")
-        args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        state = load_run_checkpoint(args.resume, "bc")
+        try:  # the run continues with its own saved settings
+            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        except TypeError as e:
+            raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -148,8 +151,11 @@ def train(args: Args) -> dict:
 
     step, evals = 0, []
     if state is not None:
-        for name, obj in (("actor", actor), ("actor_opt", actor_opt), ("buffer", buffer)):
-            obj.load_state_dict(state[name])
+        try:
+            for name, obj in (("actor", actor), ("actor_opt", actor_opt), ("buffer", buffer)):
+                obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
         set_rng_state(state["rng"])
         step, evals = int(state["step"]), json.loads(state["evals"])
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("bc", args.dataset, args.seed)
@@ -172,7 +178,8 @@ def train(args: Args) -> dict:
         save_checkpoint(run_dir / "checkpoint.pt", {
             "actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(), "buffer": buffer.state_dict(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
-            "args": json.dumps(dataclasses.asdict(args)), "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
+            "algo": "bc", "args": json.dumps(dataclasses.asdict(args)),
+            "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
 
     start_time, start_step = time.time(), step
     while step < args.total_steps:

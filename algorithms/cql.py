@@ -84,7 +84,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
@@ -303,8 +303,11 @@ def make_optimizer(params, lr: float) -> torch.optim.Adam:
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
-        state = load_checkpoint(Path(args.resume) / "checkpoint.pt")
-        args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        state = load_run_checkpoint(args.resume, "cql")
+        try:  # the run continues with its own saved settings
+            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        except TypeError as e:
+            raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -333,9 +336,13 @@ def train(args: Args) -> dict:
 
     step, evals = 0, []
     if state is not None:
-        for name, obj in (("q", q), ("q_target", q_target), ("policy", policy), ("q_opt", q_opt), ("pi_opt", pi_opt),
-                          ("alpha_opt", alpha_opt), ("alpha_prime_opt", alpha_prime_opt), ("buffer", buffer)):
-            obj.load_state_dict(state[name])
+        try:
+            for name, obj in (("q", q), ("q_target", q_target), ("policy", policy), ("q_opt", q_opt),
+                              ("pi_opt", pi_opt), ("alpha_opt", alpha_opt), ("alpha_prime_opt", alpha_prime_opt),
+                              ("buffer", buffer)):
+                obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
             log_alpha_prime.copy_(state["log_alpha_prime"])
@@ -414,7 +421,8 @@ def train(args: Args) -> dict:
             "log_alpha": log_alpha.detach(), "log_alpha_prime": log_alpha_prime.detach(), "q_opt": q_opt.state_dict(),
             "pi_opt": pi_opt.state_dict(), "alpha_opt": alpha_opt.state_dict(),
             "alpha_prime_opt": alpha_prime_opt.state_dict(), "buffer": buffer.state_dict(),
-            "rng": rng_state(), "step": step, "evals": json.dumps(evals), "args": json.dumps(dataclasses.asdict(args)),
+            "rng": rng_state(), "step": step, "evals": json.dumps(evals),
+            "algo": "cql", "args": json.dumps(dataclasses.asdict(args)),
             "reward_scale": scale})
 
     start_time, start_step = time.time(), step

@@ -49,7 +49,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset, observation_stats  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
@@ -194,8 +194,11 @@ def make_optimizer(params, lr: float) -> torch.optim.Adam:
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
-        state = load_checkpoint(Path(args.resume) / "checkpoint.pt")
-        args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        state = load_run_checkpoint(args.resume, "td3_bc")
+        try:  # the run continues with its own saved settings
+            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        except TypeError as e:
+            raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -222,9 +225,12 @@ def train(args: Args) -> dict:
 
     step, evals = 0, []
     if state is not None:
-        for name, obj in (("actor", actor), ("actor_target", actor_target), ("q", q), ("q_target", q_target),
-                          ("actor_opt", actor_opt), ("q_opt", q_opt), ("buffer", buffer)):
-            obj.load_state_dict(state[name])
+        try:
+            for name, obj in (("actor", actor), ("actor_target", actor_target), ("q", q), ("q_target", q_target),
+                              ("actor_opt", actor_opt), ("q_opt", q_opt), ("buffer", buffer)):
+                obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
         set_rng_state(state["rng"])
         step, evals = int(state["step"]), json.loads(state["evals"])
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("td3_bc", args.dataset, args.seed)
@@ -266,7 +272,8 @@ def train(args: Args) -> dict:
             "actor": actor.state_dict(), "actor_target": actor_target.state_dict(), "q": q.state_dict(),
             "q_target": q_target.state_dict(), "actor_opt": actor_opt.state_dict(), "q_opt": q_opt.state_dict(),
             "buffer": buffer.state_dict(), "rng": rng_state(), "step": step, "evals": json.dumps(evals),
-            "args": json.dumps(dataclasses.asdict(args)), "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
+            "algo": "td3_bc", "args": json.dumps(dataclasses.asdict(args)),
+            "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
 
     start_time, start_step = time.time(), step
     while step < args.total_steps:

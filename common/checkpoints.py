@@ -59,3 +59,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_run_checkpoint(run_dir: str | Path, algo: str) -> dict[str, Any]:
+    """The checkpoint of a run folder for `--resume`, checked to be a Stitch checkpoint of `algo`."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"--resume {run_dir}: no such run folder (no {path})")
+    state = load_checkpoint(path)
+    if state.get("algo", algo) != algo:
+        raise CheckpointError(f"checkpoint {path} belongs to {state['algo']}, not {algo}")
+    missing = [k for k in ("args", "step", "evals", "rng") if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a Stitch {algo} checkpoint (no {', '.join(missing)})")
+    return state

@@ -246,3 +246,16 @@ def test_resume_corrupt_checkpoint_is_left_as_it_was(tmp_path):
     assert str(run_dir / "checkpoint.pt") in str(e.value)
     assert (run_dir / "checkpoint.pt").read_bytes() == garbage
     assert [p.name for p in run_dir.iterdir()] == ["checkpoint.pt"]  # nothing else written
+
+
+def test_resume_from_another_algorithms_or_foreign_checkpoint(tmp_path):
+    from common.checkpoints import save_checkpoint
+
+    other = tmp_path / "runs" / "bc__run"
+    save_checkpoint(other / "checkpoint.pt", {"algo": "bc", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
+    with pytest.raises(CheckpointError, match="belongs to bc, not iql"):
+        iql.train(iql.Args(resume=str(other), progress=False))
+    foreign = tmp_path / "runs" / "foreign"
+    save_checkpoint(foreign / "checkpoint.pt", {"weights": torch.zeros(3)})
+    with pytest.raises(CheckpointError, match="not a Stitch iql checkpoint"):
+        iql.train(iql.Args(resume=str(foreign), progress=False))
