@@ -19,6 +19,25 @@ import numpy as np
 import tyro
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+
+
+def replace_between(content: str, start: str, end: str, text: str, where: str) -> str:
+    if start not in content or end not in content:
+        raise SystemExit(f"error: {where} has no {start} ... {end} markers")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{text}\n{end}{tail}"
+
+
+def speed_table(path: Path) -> str:
+    rec = json.loads(path.read_text())
+    algos = list(rec["updates_per_s"])
+    return "\n".join([
+        "| device | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos),
+        f"| {rec['device_name']} ({rec['device']}, {rec['threads']} threads) | "
+        + " | ".join(f"{rec['updates_per_s'][a]:.1f}" for a in algos) + " |", "",
+        f"Updates per second at default sizes, from `{path}`, made by `{rec['command']}` (torch {rec['torch']})."])
 
 
 @dataclasses.dataclass
@@ -27,6 +46,8 @@ class Args:
     """A results JSONL file written by benchmarks/run_grid.py."""
     readme: str | None = None
     """README to update between the results markers."""
+    speed: str | None = None
+    """A speed file written by benchmarks/speed.py, shown between the README's speed markers."""
 
 
 def fmt(values: list[float]) -> str:
@@ -75,12 +96,10 @@ def main(args: Args) -> None:
     print(text)
     if args.readme:
         readme = Path(args.readme)
-        content = readme.read_text()
-        if START not in content or END not in content:
-            raise SystemExit(f"error: {readme} has no {START} ... {END} markers")
-        head, rest = content.split(START, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{START}\n{text}\n\n{source}\n{END}{tail}")
+        content = replace_between(readme.read_text(), START, END, f"{text}\n\n{source}", str(readme))
+        if args.speed:
+            content = replace_between(content, SPEED_START, SPEED_END, speed_table(Path(args.speed)), str(readme))
+        readme.write_text(content)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@
     python benchmarks/speed.py --device cuda         # on a GPU machine -> speed_cuda.json
 
 Each script runs as it would for a user (`python algorithms/<algo>.py`), on a temporary Hopper-v5
-dataset of random-action episodes (speed does not depend on the data), for `--steps` updates with
-no evaluation before the end. The rate is taken between the first and the last training log, so
-start-up, the warm-up updates and the final evaluation are not counted.
+dataset of random-action episodes (speed does not depend on the data), with no evaluation, for
+`--steps` updates or `--max-seconds`, whichever comes first. The rate is taken between the first and
+the last training log (every `--log-every` updates), so start-up and warm-up are not counted.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ class Args:
     algos: list[str] = dataclasses.field(default_factory=lambda: ["bc", "td3_bc", "iql", "cql"])
     """Algorithm script names."""
     steps: int = 3000
-    """Updates per measurement (the first log interval is warm-up and not counted)."""
-    log_every: int = 500
+    """Updates per measurement at most (the first log interval is warm-up and not counted)."""
+    max_seconds: float = 60.0
+    """Wall-clock limit per algorithm; the script is stopped then and its logs so far are used."""
+    log_every: int = 100
     """Interval between the logs the rate is computed from."""
     device: str = "cpu"
     """Device passed to the scripts."""
@@ -69,9 +71,17 @@ def main(args: Args) -> None:
                    "--total-steps", str(args.steps), "--eval-every", str(10 * args.steps), "--eval-episodes", "1",
                    "--log-every", str(args.log_every), "--checkpoint-every", str(10 * args.steps),
                    "--device", args.device, "--runs-dir", str(runs), "--no-progress"]
-            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout=args.max_seconds)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             logs = [json.loads(x) for x in next(runs.glob("*/metrics.jsonl")).read_text().splitlines()]
             logs = [r for r in logs if "updates_per_s" in r]
+            if len(logs) < 2:
+                raise SystemExit(f"error: {algo} logged fewer than 2 times in {args.max_seconds}s; "
+                                 f"raise --max-seconds or lower --log-every")
             rate = (logs[-1]["step"] - logs[0]["step"]) / (logs[-1]["time"] - logs[0]["time"])
             results[algo] = round(rate, 1)
             print(f"{algo}: {rate:.1f} updates/s", flush=True)
@@ -80,7 +90,7 @@ def main(args: Args) -> None:
     record = {"updates_per_s": results, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
               "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
-              "torch": torch.__version__, "steps": args.steps,
+              "torch": torch.__version__, "steps": args.steps, "max_seconds": args.max_seconds,
               "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.device.split(':')[0]}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,3 +46,12 @@ def test_grid_rejects_unknown_algorithm(tmp_path):
     out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
               dict(os.environ))
     assert out.returncode != 0 and "no algorithms/nope.py" in out.stderr
+
+
+def test_speed_script_writes_rates(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = run(["benchmarks/speed.py", "--algos", "bc", "--steps", "300", "--log-every", "100", "--threads", "1",
+                "--out", str(out)], dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["updates_per_s"]["bc"] > 0 and record["device"] == "cpu" and record["threads"] == 1
