@@ -203,21 +203,6 @@ def test_rlkit_init():
     assert not torch.equal(layers[0].weight[0], layers[0].weight[1])  # members are initialized independently
 
 
-def test_ensemble_q_members_are_independent_mlps():
-    torch.manual_seed(0)
-    q = cql.EnsembleQ(obs_dim=3, act_dim=2, hidden=8, n=2)
-    obs, act = torch.randn(4, 3), torch.randn(4, 2)
-    out = q(obs, act)
-    assert out.shape == (2, 4)
-    x = torch.cat([obs, act], -1)
-    for i in range(2):
-        h = x
-        for k, layer in enumerate(m for m in q.net if isinstance(m, cql.EnsembleLinear)):
-            h = h @ layer.weight[i] + layer.bias[i]
-            h = torch.relu(h) if k < 3 else h
-        torch.testing.assert_close(out[i], h.squeeze(-1))
-
-
 # ----------------------------------------------------------------------------------------------
 # Smoke: a few hundred updates end to end, in-process, and an exact resume
 # ----------------------------------------------------------------------------------------------

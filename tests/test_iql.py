@@ -97,22 +97,6 @@ def test_gaussian_policy_log_prob_and_action():
     torch.testing.assert_close(policy.act(obs), mean)  # evaluation uses the mean action
 
 
-def test_ensemble_q_members_are_independent_mlps():
-    torch.manual_seed(0)
-    q = iql.EnsembleQ(obs_dim=3, act_dim=2, hidden=8, n=2)
-    obs, act = torch.randn(4, 3), torch.randn(4, 2)
-    out = q(obs, act)
-    assert out.shape == (2, 4)
-    x = torch.cat([obs, act], -1)
-    for i in range(2):
-        h = x
-        for k, layer in enumerate(m for m in q.net if isinstance(m, iql.EnsembleLinear)):
-            h = h @ layer.weight[i] + layer.bias[i]
-            h = torch.relu(h) if k < 2 else h
-        torch.testing.assert_close(out[i], h.squeeze(-1))
-    assert not torch.equal(out[0], out[1])
-
-
 @pytest.mark.parametrize("tau, expected", [
     # Q samples {0, 1, 2, 3, 10} (mean 3.2). The tau-expectile m solves
     #   tau * sum_{q > m} (q - m) = (1 - tau) * sum_{q < m} (m - q)
