@@ -27,6 +27,8 @@ from pathlib import Path
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common.data import load_dataset  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -87,10 +89,17 @@ def run_cell(algo: str, dataset: str, seed: int, args: Args, flags: list[str]) -
         raise RuntimeError(f"cell {algo} {dataset} seed {seed} failed (exit {proc.returncode}); see {log}")
     result_file = next(cell_dir.glob("*/result.json"))
     result = json.loads(result_file.read_text())
+    # Scores from the raw returns with the dataset's references as they are now, recorded with them (a
+    # rebuild during a long cell may have changed them; benchmarks/rescore.py updates older records).
+    data = load_dataset(dataset)
+    for ev in result["evals"]:
+        ev["score"] = float(data.normalized_score([ev["return"]])[0])
+    result["final_score"] = float(data.normalized_score([result["final_return"]])[0])
     return {"algo": algo, "dataset": dataset, "seed": seed, "total_steps": args.total_steps, "flags": flags,
             "command": shlex.join(["python", f"algorithms/{algo}.py", "--dataset", dataset, "--seed", str(seed),
                                    "--total-steps", str(args.total_steps), *flags]),
-            "wall_time_s": time.time() - t0, "threads": args.threads, **{k: v for k, v in result.items()
+            "wall_time_s": time.time() - t0, "threads": args.threads,
+            "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score, **{k: v for k, v in result.items()
                                                                          if k not in ("algo", "dataset", "seed")}}
 
 

@@ -41,6 +41,21 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_hopper, tmp_path):
     assert f"| {tiny_hopper} |" in text and "(n=2)" in text
     assert (tmp_path / "results.md").read_text().startswith("| dataset | bc |")
 
+    # The references the scores used are recorded (tiny_hopper's are -20 and 3000). Pretend the first cell
+    # ran under older references: rescore.py brings it back to the dataset's, from its raw returns.
+    assert all((r["ref_min_score"], r["ref_max_score"]) == (-20.0, 3000.0) for r in records)
+    stale = dict(records[0], ref_min_score=0.0, ref_max_score=1000.0, final_score=-1.0,
+                 evals=[dict(e, score=-1.0) for e in records[0]["evals"]])
+    results.write_text(json.dumps(stale) + "\n" + json.dumps(records[1]) + "\n")
+    res = run(["benchmarks/rescore.py", str(results)], env)
+    assert res.returncode == 0, res.stderr
+    assert "1 of 2 records rescored" in res.stdout
+    fixed, untouched = [json.loads(line) for line in results.read_text().splitlines()]
+    assert untouched == records[1]
+    assert fixed["final_score"] == 100 * (fixed["final_return"] + 20) / 3020
+    assert [e["score"] for e in fixed["evals"]] == [100 * (e["return"] + 20) / 3020 for e in fixed["evals"]]
+    assert fixed["rescored_from"] == [{"ref_min_score": 0.0, "ref_max_score": 1000.0}]
+
 
 def test_grid_rejects_unknown_algorithm(tmp_path):
     out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
