@@ -1,12 +1,15 @@
 """Run folders, console progress and metrics.
 
-    run = Run.start(args, algo="iql")          # runs/iql__stitch-hopper-medium-replay-v0__s0__<time>/
-    run.log(step, {"loss/q": 0.3})              # -> metrics.jsonl (always), wandb (only with --track)
-    run.progress.update(...)                    # tqdm bar: step, updates/s, last score, ETA
+    run = Run(run_dir, args, "iql", total_steps, start_step, track)   # run_dir = runs/<run_name(...)>
+    run.log(step, {"loss/q": 0.3})        # -> metrics.jsonl (always), wandb (only with --track)
+    run.score(step, 31.2)                 # shown on the progress bar
+    run.advance(1000)                     # tqdm bar: step, updates/s, last score, ETA
     run.close()
 
 `metrics.jsonl` gets one JSON object per `log` call; Weights & Biases is used only with `--track`,
-in offline mode unless `WANDB_MODE` says otherwise, so a run never waits on the network.
+in offline mode unless `WANDB_MODE` says otherwise, so a run never waits on the network. A resumed
+run (start_step > 0) first drops the records logged after its checkpoint (and a line cut short by a
+crash), so the file holds each step once, as if the run had never been interrupted.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def run_name(algo: str, dataset: str, seed: int) -> str:
     return f"{algo}__{dataset.replace('/', '-')}__s{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def keep_until(path: Path, step: int) -> None:
+    """Atomically drop the records of a metrics file logged after `step` (and any unreadable line)."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
 class Run:
     def __init__(self, run_dir: Path, args: Any, algo: str, total_steps: int, start_step: int, track: bool,
                  project: str = "stitch", progress: bool = True):
@@ -42,6 +59,8 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.algo = algo
         self.metrics_path = self.dir / "metrics.jsonl"
+        if start_step > 0 and self.metrics_path.exists():
+            keep_until(self.metrics_path, start_step)
         self._metrics = open(self.metrics_path, "a")
         self.last_score: float | None = None
         self.progress = tqdm(total=total_steps, initial=start_step, desc=algo, unit="upd", dynamic_ncols=True,

@@ -311,6 +311,22 @@ def test_metrics_jsonl_lines(tmp_path):
     assert not (tmp_path / "run" / "result.json.tmp").exists()
 
 
+def test_resumed_run_drops_records_logged_after_its_checkpoint(tmp_path):
+    run = Run(tmp_path / "run", CommonArgs(), "test", total_steps=40, start_step=0, track=False, progress=False)
+    for step in (10, 20, 30):
+        run.log(step, {"loss/q": step})
+    run.close()
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 40, "loss/q"')  # a crash mid-write
+    # the checkpoint was at step 20: steps 30 and the cut line are dropped, then the run logs 30 and 40 again
+    run = Run(tmp_path / "run", CommonArgs(), "test", total_steps=40, start_step=20, track=False, progress=False)
+    run.log(30, {"loss/q": -30})
+    run.log(40, {"loss/q": -40})
+    run.close()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss/q"]) for r in lines] == [(10, 10), (20, 20), (30, -30), (40, -40)]
+
+
 WANDB_PROBE = """
 import sys
 sys.modules["wandb"] = None  # any `import wandb` now raises ImportError

@@ -27,7 +27,7 @@ import tyro
 from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["iql", "bc", "td3_bc", "cql"]
+ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep"]
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
 COMMON = ["--seed", "1", "--total-steps", str(TOTAL_STEPS), "--eval-every", "150", "--eval-episodes", "2",
@@ -150,3 +150,10 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(algo, minari_root, tiny
     r_clean = json.loads((clean_dir / "result.json").read_text())
     assert r_resumed["final_score"] == r_clean["final_score"]
     assert r_resumed["evals"] == r_clean["evals"] and len(r_clean["evals"]) == 2
+
+    # metrics.jsonl: the steps logged between the last checkpoint and the kill are not repeated
+    def logged(run: Path) -> list[tuple[int, tuple[str, ...]]]:
+        records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        return [(r["step"], tuple(sorted(r))) for r in records]
+
+    assert logged(run_dir) == logged(clean_dir)
