@@ -35,7 +35,8 @@ def git_commit() -> str | None:
 
 
 def run_name(algo: str, dataset: str, seed: int) -> str:
-    return f"{algo}__{dataset.replace('/', '-')}__s{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    """<algo>__<dataset>__s<seed>__<date-time>-<4 random hex digits>: runs started in the same second differ."""
+    return f"{algo}__{dataset.replace('/', '-')}__s{seed}__{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
 
 
 def keep_until(path: Path, step: int) -> None:

@@ -354,3 +354,4 @@ def test_track_false_never_imports_wandb(tmp_path):
 def test_run_name():
     name = run_name("iql", "stitch/hopper/medium-v0", 3)
     assert name.startswith("iql__stitch-hopper-medium-v0__s3__") and "/" not in name
+    assert len({run_name("iql", "stitch/hopper/medium-v0", 3) for _ in range(20)}) > 1  # same second, apart
