@@ -4,15 +4,19 @@ Reads a run folder written by `benchmarks/train_behavior.py` and writes `<out>/`
 `benchmarks/policies/<env>/`, the folder `benchmarks/suite.py` builds from):
 
     expert.pt            the snapshot with the best evaluation in the run's index (or --expert-step)
-    medium.pt            the snapshot whose return is closest to 47.5% of the way from random to expert
-                         on D4RL's normalized scale (or --medium-step); D4RL's medium band is 40-55%
+    medium.pt            a snapshot from before the run first reached the expert's level whose return
+                         is in (or closest to) D4RL's medium band, 40-55% of the way from random to
+                         expert on the normalized scale, nearest 47.5% within it (or --medium-step)
     replay/actor_<step>.pt   every snapshot after SAC's random warm-up up to medium (medium-replay)
     manifest.json        steps, measured returns, reference scores, the run's schedule
 
 Measurements use `suite.rollout` (lockstepped envs, batched actor) on the same 100 evaluation
-episodes (reset seeds) for every policy. Medium candidates: the `--candidates` snapshots before the
-expert whose index evaluation (5 deterministic episodes) is closest to the target, each re-measured
-with 20 stochastic episodes. Reference scores, D4RL-style: ref_min_score = the mean return of
+episodes (reset seeds) for every policy. Medium candidates: the last `--candidates` snapshots taken
+before the run first reached `expert_level` of the expert's index evaluation (D4RL's medium is an
+early-stopped policy: a later snapshot that fell back from expert level is not one, and medium-replay,
+every snapshot up to medium, would then hold expert-level data), each measured like the final
+policies (100 stochastic episodes: with 20, hopper's fall-or-run returns swing by 10 points).
+Reference scores, D4RL-style: ref_min_score = the mean return of
 uniform random actions, ref_max_score = the expert's mean return with stochastic actions, the way
 it acts in the datasets (so `expert` normalizes to about 100); both over 100 episodes.
 
@@ -39,6 +43,9 @@ from benchmarks.suite import ENVS, make_envs, rollout  # noqa: E402
 from common.checkpoints import load_checkpoint  # noqa: E402
 
 
+BAND = (0.40, 0.55)  # D4RL's medium: 40-55% of the expert on the normalized scale
+
+
 @dataclasses.dataclass
 class Args:
     run: str
@@ -51,10 +58,10 @@ class Args:
     """Snapshot step to use as medium (default: closest to `target` of the expert's normalized score)."""
     target: float = 0.475
     """Medium's target normalized score as a fraction of the expert's (D4RL's band: 0.40-0.55)."""
-    candidates: int = 10
-    """Medium candidates re-measured with `candidate_episodes` stochastic episodes."""
-    candidate_episodes: int = 20
-    """Stochastic episodes per medium candidate."""
+    expert_level: float = 0.9
+    """Medium comes from before the first snapshot whose evaluation reaches this fraction of the expert's."""
+    candidates: int = 4
+    """Medium candidates: the last snapshots before the run first reached the expert's level."""
     episodes: int = 100
     """Episodes for the reference scores and the chosen policies' returns."""
     ref_max: float | None = None
@@ -81,6 +88,21 @@ def read_index(run: Path) -> dict[int, dict]:
 
 def snapshot_path(run: Path, step: int) -> Path:
     return run / "snapshots" / f"actor_{step:08d}.pt"
+
+
+def medium_pool(index: dict[int, dict], expert_step: int, expert_level: float, n: int) -> list[int]:
+    """The last `n` snapshots before the first whose index evaluation reaches `expert_level` x the expert's."""
+    level = expert_level * index[expert_step]["eval_mean"]
+    first = min(s for s in index if index[s]["eval_mean"] >= level)
+    return [s for s in sorted(index) if s < first][-n:]
+
+
+def pick_medium(candidates: list[dict], target: float) -> int:
+    """The candidate step inside BAND (else nearest to it) whose normalized return is nearest `target`."""
+    def miss(c: dict) -> tuple[float, float]:
+        return max(BAND[0] - c["normalized"], c["normalized"] - BAND[1], 0.0), abs(c["normalized"] - target)
+
+    return min(candidates, key=miss)["step"]
 
 
 def main(args: Args) -> None:
@@ -125,24 +147,21 @@ def main(args: Args) -> None:
 
     candidates = []
     if args.medium_step is None:
-        target_return = ref_min + args.target * (ref_max - ref_min)
-        before = [s for s in index if s < expert_step]
-        nearest = sorted(before, key=lambda s: abs(index[s]["eval_mean"] - target_return))[:args.candidates]
-        for step in sorted(nearest):
-            ret = measure(load_actor(snapshot_path(run, step))[0], args.candidate_episodes)
+        for step in medium_pool(index, expert_step, args.expert_level, args.candidates):
+            ret = measure(load_actor(snapshot_path(run, step))[0], args.episodes)
             candidates.append({"step": step, "return_mean": ret["mean"], "normalized": normalized(ret["mean"])})
             print(f"medium candidate: step {step}, {ret['mean']:.1f} ({100 * candidates[-1]['normalized']:.1f}%)",
                   flush=True)
         if not candidates:
             raise SystemExit(f"no snapshot before the expert (step {expert_step}) to choose medium from")
-        medium_step = min(candidates, key=lambda c: abs(c["normalized"] - args.target))["step"]
+        medium_step = pick_medium(candidates, args.target)
     else:
         medium_step = args.medium_step
     medium = measure_both(medium_step)
     medium_fraction = normalized(medium["stochastic"]["mean"])
     print(f"medium: step {medium_step}, {medium['stochastic']['mean']:.1f} ± {medium['stochastic']['std']:.1f} "
           f"({100 * medium_fraction:.1f}% of expert, normalized)", flush=True)
-    if not 0.40 <= medium_fraction <= 0.55:
+    if not BAND[0] <= medium_fraction <= BAND[1]:
         print("WARNING: medium is outside D4RL's 40-55% band; consider --medium-step", flush=True)
 
     replay_steps = [s for s in index if run_args["learning_starts"] < s <= medium_step]
@@ -163,7 +182,8 @@ def main(args: Args) -> None:
         "random": random,
         "expert": {"file": "expert.pt", "step": expert_step, **expert},
         "medium": {"file": "medium.pt", "step": medium_step, "normalized": medium_fraction, **medium,
-                   "target": args.target, "candidates": candidates},
+                   "target": args.target, "band": list(BAND), "expert_level": args.expert_level,
+                   "in_band": BAND[0] <= medium_fraction <= BAND[1], "candidates": candidates},
         "replay": [{"file": f"replay/actor_{s:08d}.pt", "step": s} for s in replay_steps],
     }
 

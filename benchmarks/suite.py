@@ -606,21 +606,29 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
     lines += ["", "## Behaviour policies", "",
               "Measured by `python benchmarks/select_policies.py` (written to each policy folder's manifest.json); "
               "returns over the manifest's `episodes` episodes.", "",
-              "| env | policy | SAC step | return, stochastic (as in the data) | return, deterministic |",
-              "|---|---|---:|---:|---:|"]
+              "| env | policy | SAC step | return, stochastic (as in the data) | normalized | return, deterministic |",
+              "|---|---|---:|---:|---:|---:|"]
     notes = []
     for name, env in ENVS.items():
         try:
             manifest = load_manifest(env.policy_dir)
         except FileNotFoundError:
             continue
+        lo, hi = manifest["ref_min_score"], manifest["ref_max_score"]
         for role in ("expert", "medium"):
             m = manifest[role]
+            norm = 100 * (m["stochastic"]["mean"] - lo) / (hi - lo)
             lines.append(f"| {name} | {role} | {m['step']:,} | {m['stochastic']['mean']:.1f} ± "
-                         f"{m['stochastic']['std']:.1f} | {m['deterministic']['mean']:.1f} ± "
+                         f"{m['stochastic']['std']:.1f} | {norm:.1f} | {m['deterministic']['mean']:.1f} ± "
                          f"{m['deterministic']['std']:.1f} |")
         r = manifest["random"]
-        lines.append(f"| {name} | uniform random | - | {r['mean']:.1f} ± {r['std']:.1f} | - |")
+        lines.append(f"| {name} | uniform random | - | {r['mean']:.1f} ± {r['std']:.1f} | 0.0 | - |")
+        medium = manifest["medium"]
+        if medium.get("in_band") is False:
+            measured = ", ".join(f"step {c['step']:,}: {100 * c['normalized']:.1f}" for c in medium["candidates"])
+            notes.append(f"**{name} medium is outside D4RL's 40-55% band:** no snapshot taken before the SAC run "
+                         f"first reached the expert's level lies inside it ({measured}; 100 stochastic episodes "
+                         f"each), so the one nearest the band is used.")
         if manifest.get("provisional"):
             notes.append(f"**{name} is provisional:** {manifest['provisional']}")
     lines += [""] + notes

@@ -262,3 +262,22 @@ def test_list_and_cards(minari_root, policies, tmp_path, capsys):
     row = next(line for line in cards.splitlines() if "stitch/hopper/expert-v0" in line)
     assert "SAC step 3,000" in row and f"{REF_MAX:.1f}" in row
     assert "stitch/hopper/medium-v0" not in cards
+
+
+def test_medium_comes_from_before_the_run_reached_expert_level_and_nearest_the_band():
+    from benchmarks.select_policies import medium_pool, pick_medium
+
+    evals = {10: 100, 20: 900, 30: 1000, 40: 3000, 50: 1500, 60: 3300}  # step -> index eval_mean
+    index = {s: {"eval_mean": v} for s, v in evals.items()}
+    # expert = step 60; 0.9 x 3300 = 2970 is first reached at step 40, so 50 (a fall back) is no candidate
+    assert medium_pool(index, expert_step=60, expert_level=0.9, n=2) == [20, 30]
+    assert medium_pool(index, expert_step=60, expert_level=0.9, n=10) == [10, 20, 30]
+
+    def c(step, norm):
+        return {"step": step, "normalized": norm}
+
+    # inside the band [0.40, 0.55], nearest the target wins
+    assert pick_medium([c(1, 0.41), c(2, 0.50), c(3, 0.54)], target=0.475) == 2
+    # none inside: the nearest to the band wins (0.57 misses by 0.02, 0.34 by 0.06), not the nearest the target
+    assert pick_medium([c(1, 0.34), c(2, 0.57)], target=0.475) == 2
+    assert pick_medium([c(1, 0.39), c(2, 0.57)], target=0.475) == 1
