@@ -1,0 +1,358 @@
+"""EQL: Exponential Q-Learning.
+
+Xu, Jiang, Li, Yang, Wang, Chan, Zhan. "Offline RL with No OOD Actions: In-Sample Learning via Implicit
+Value Regularization." ICLR 2023. arXiv:2303.15810. Authors' code: github.com/ryanxhr/IVR (JAX, a fork
+of IQL's code; SQL and EQL share it).
+
+EQL regularizes the value with the reverse KL divergence between the learned policy and the data's. The
+optimal policy of that problem is pi*(a|s) = mu(a|s) exp((Q(s, a) - V(s)) / alpha), and V is learned
+in-sample (dataset actions only) by a loss whose minimum normalizes it, E_mu[exp((Q - V) / alpha)] = 1,
+i.e. V(s) = alpha log E_mu[exp(Q(s, a) / alpha)]: a soft maximum of Q over the data's actions, the mean
+for large alpha and the max for alpha -> 0 (the same V gradient as XQL's Gumbel regression). Q is backed
+up through V as in IQL, and the policy is extracted by weighted regression onto the dataset's actions:
+
+    u          = min_i Qbar_i(s, a) - V_psi(s)
+    L_V(psi)   = E_(s,a)~D [ exp(u / alpha) + V_psi(s) / alpha ]
+    L_Q(theta) = E_(s,a,r,s')~D [ sum_i ( r + gamma (1 - d) V_psi(s') - Q_theta_i(s, a) )^2 ]
+    L_pi(phi)  = -E_(s,a)~D [ min(exp(k u / alpha), 100) log pi_phi(a | s) ]   (k = 10 in the authors' code)
+
+Implementation details (all from the authors' code unless marked "deviation"):
+ 1. Update order per step: V, then the actor, then Q (backed up through the freshly updated V), then
+    Polyak averaging of the target Q (tau = 0.005). Only Q has a target network; V and the actor's
+    weights use the target Q.
+ 2. Rewards are rescaled per dataset: r <- 1000 r / (max episode return - min episode return).
+    Observations are not normalized.
+ 3. Dataset actions are clipped to +-(1 - 1e-5) before computing log-probabilities.
+ 4. Policy: Gaussian with mean tanh(linear) and a state-independent log-std parameter (init 0,
+    clipped to [-5, 2]); not a tanh-squashed distribution. Evaluation uses the mean action.
+ 5. All layers (outputs too) use orthogonal init with gain sqrt(2), zero bias; 2x256 ReLU MLPs. The V
+    network has LayerNorm (eps 1e-6) before each ReLU (`layernorm=True` in the Gym-MuJoCo config); the Q
+    networks and the policy have none. No dropout anywhere.
+ 6. The V loss is computed as the code does, for numerical safety: z = min(u / alpha, 5) (samples with
+    u > 5 alpha then give no gradient), m = stopgrad(max(max over the batch of z, -1)), and
+    L_V = E[exp(z - m) + exp(-m) V / alpha] = exp(-m) E[exp(z) + V / alpha]: the same minimizer, no overflow.
+ 7. The actor weight is min(exp(k u / alpha), 100) with k = 10 in the authors' code; the paper's
+    closed-form policy has k = 1 (`--adv-scale 1`).
+ 8. The actor's learning rate follows a cosine decay to 0 over `total_steps`; V and Q use a constant
+    learning rate.
+ 9. The twin Q-functions are one batched ensemble module (weights [2, in, out]): one matmul per layer.
+10. Deviation: evaluation runs 10 episodes every 5,000 updates like the paper, but the score is the
+    final evaluation, not an average over the last evaluations.
+
+Default hyperparameters are the paper's Gym-MuJoCo settings as the authors' code runs them
+(configs/mujoco_config.py, run_mujoco.sh): alpha 2.0 on all nine locomotion datasets (hopper medium and
+medium-replay included), lr 3e-4, batch 256, gamma 0.99, tau 0.005, 1M updates.
+
+Usage:
+    python algorithms/eql.py                                         # stitch/hopper/medium-replay-v0
+    python algorithms/eql.py --dataset stitch/hopper/medium-v0 --seed 1 --alpha 5.0 --adv-scale 1
+    python algorithms/eql.py --resume runs/eql__stitch-hopper-medium-replay-v0__s0__20261121-120000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from common.buffer import Buffer  # noqa: E402
+from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
+from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
+from common.evaluation import evaluate  # noqa: E402
+from common.logging import Run, git_commit, run_name  # noqa: E402
+
+
+@dataclasses.dataclass
+class Args:
+    dataset: str = "stitch/hopper/medium-replay-v0"
+    """Minari dataset id (stitch/... ids are built locally when missing)."""
+    seed: int = 0
+    """Seed for network init, minibatch sampling and evaluation."""
+    total_steps: int = 1_000_000
+    """Number of gradient updates."""
+    batch_size: int = 256
+    """Minibatch size."""
+    hidden_dim: int = 256
+    """Width of the two hidden layers of every network."""
+    actor_lr: float = 3e-4
+    """Actor learning rate (cosine-decayed to 0 over total_steps)."""
+    critic_lr: float = 3e-4
+    """Learning rate of Q and V."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target Q."""
+    alpha: float = 2.0
+    """Temperature of the reverse-KL value regularizer; small alpha moves V toward the max of Q over data actions."""
+    adv_scale: float = 10.0
+    """k in the actor weight exp(k A / alpha): 10 in the authors' code, 1 in the paper's closed-form policy."""
+    max_weight: float = 100.0
+    """Clip on the actor weight."""
+    layer_norm: bool = True
+    """LayerNorm before each ReLU of the V network, as the authors' code."""
+    reward_scale: bool = True
+    """Rescale rewards by 1000 / (max - min episode return), as the paper does for locomotion."""
+    eval_every: int = 5_000
+    """Updates between evaluations."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic actions)."""
+    log_every: int = 1_000
+    """Updates between training-metric logs."""
+    checkpoint_every: int = 50_000
+    """Updates between checkpoints (one is always written at the end)."""
+    device: str = "auto"
+    """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    runs_dir: str = "runs"
+    """Folder that holds run folders."""
+    resume: str | None = None
+    """A run folder to continue (its own saved settings are used)."""
+    download: bool = False
+    """Download a remote (non-stitch) dataset if it is not found locally."""
+    track: bool = False
+    """Log to Weights & Biases (offline mode unless WANDB_MODE says otherwise)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def check_args(args: Args) -> None:
+    check_common(args)
+    require(args.alpha > 0.0, "alpha", "must be positive", args.alpha)
+    require(args.adv_scale >= 0.0, "adv_scale", "must be >= 0", args.adv_scale)
+    require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
+    require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------
+def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight, gain)
+            nn.init.zeros_(m.bias)
+
+
+class EnsembleLinear(nn.Module):
+    """`n` independent linear layers applied as one batched matmul: [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(n, 1, out_dim))
+        for i in range(n):  # orthogonal init of each member, as separate Dense layers would get
+            nn.init.orthogonal_(self.weight.data[i].T, math.sqrt(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleQ(nn.Module):
+    """Q_1..Q_n(s, a) as one module; returns [n, B]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2):
+        super().__init__()
+        self.n = n
+        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(), EnsembleLinear(n, hidden, 1))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.n, -1, -1)
+        return self.net(x).squeeze(-1)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layer_norm: bool = False) -> nn.Sequential:
+    """Two hidden ReLU layers; with `layer_norm`, LayerNorm before each ReLU (flax's eps, 1e-6)."""
+    def block(d: int) -> list[nn.Module]:
+        return [nn.Linear(d, hidden), *([nn.LayerNorm(hidden, eps=1e-6)] if layer_norm else []), nn.ReLU()]
+
+    net = nn.Sequential(*block(in_dim), *block(hidden), nn.Linear(hidden, out_dim))
+    orthogonal_init(net)
+    return net
+
+
+class GaussianPolicy(nn.Module):
+    """N(tanh(mu(s)), exp(log_std)^2) with a state-independent log-std (IQL's NormalTanhPolicy)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, log_std_min: float = -5.0, log_std_max: float = 2.0):
+        super().__init__()
+        self.mu = mlp(obs_dim, hidden, act_dim)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        mean = torch.tanh(self.mu(obs))
+        log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
+        return (-0.5 * ((act - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mu(obs))
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses (one per equation of the paper)
+# ----------------------------------------------------------------------------------------------
+def value_loss(v: torch.Tensor, q_min: torch.Tensor, alpha: float, max_exp: float = 5.0,
+               min_shift: float = -1.0) -> torch.Tensor:
+    """L_V = E[exp(u/alpha) + V(s)/alpha], u = min_i Qbar_i(s, a) - V(s) (the paper's EQL objective for V), as the
+    authors' code computes it: z = min(u/alpha, max_exp), m = stopgrad(max(max_batch z, min_shift)),
+    L_V = E[exp(z - m) + exp(-m) V(s)/alpha]; v = V(s), q_min = min_i Qbar_i(s, a)."""
+    z = ((q_min - v) / alpha).clamp(max=max_exp)
+    m = z.max().clamp(min=min_shift).detach()
+    return (torch.exp(z - m) + torch.exp(-m) * v / alpha).mean()
+
+
+def q_loss(q: torch.Tensor, rew: torch.Tensor, done: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L_Q = E[sum_i (r + gamma (1 - d) V(s') - Q_i(s, a))^2]; q = [n, B] Q_i(s, a), next_v = V(s')."""
+    target = (rew + gamma * (1.0 - done) * next_v).detach()
+    return ((q - target) ** 2).mean(1).sum()
+
+
+def actor_weight(adv: torch.Tensor, alpha: float, adv_scale: float, max_weight: float) -> torch.Tensor:
+    """w = min(exp(k A/alpha), max_weight): k = 10 in the authors' code, k = 1 in the paper's policy
+    pi* = mu exp((Q - V)/alpha); adv = min_i Qbar_i(s, a) - V(s), a constant."""
+    return torch.exp(adv_scale * adv.detach() / alpha).clamp(max=max_weight)
+
+
+def actor_loss(log_prob: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L_pi = -E[w(A) log pi(a|s)]: weighted regression onto the dataset's actions."""
+    return -(weight.detach() * log_prob).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+def make_optimizer(params, lr: float) -> torch.optim.Adam:
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def train(args: Args) -> dict:
+    state = None
+    if args.resume is not None:
+        state = load_run_checkpoint(args.resume, "eql")
+        try:  # the run continues with its own saved settings
+            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+        except TypeError as e:
+            raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
+    check_args(args)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+
+    # Data: rewards rescaled by the return range, dataset actions clipped inside (-1, 1).
+    data = load_dataset(args.dataset, download=args.download)
+    scale = return_range_scale(data) if args.reward_scale else 1.0
+    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
+    buffer.actions.clamp_(-1 + 1e-5, 1 - 1e-5)
+
+    q = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
+    q_target = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
+    q_target.load_state_dict(q.state_dict())
+    q_target.requires_grad_(False)
+    value = mlp(data.obs_dim, args.hidden_dim, 1, layer_norm=args.layer_norm).to(device)
+    policy = GaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
+    q_opt = make_optimizer(q.parameters(), args.critic_lr)
+    v_opt = make_optimizer(value.parameters(), args.critic_lr)
+    pi_opt = make_optimizer(policy.parameters(), args.actor_lr)
+    pi_sched = torch.optim.lr_scheduler.CosineAnnealingLR(pi_opt, T_max=args.total_steps)
+
+    step, evals = 0, []
+    if state is not None:
+        try:
+            for name, obj in (("q", q), ("q_target", q_target), ("value", value), ("policy", policy), ("q_opt", q_opt),
+                              ("v_opt", v_opt), ("pi_opt", pi_opt), ("pi_sched", pi_sched), ("buffer", buffer)):
+                obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
+        set_rng_state(state["rng"])
+        step, evals = int(state["step"]), json.loads(state["evals"])
+    run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("eql", args.dataset, args.seed)
+    run = Run(run_dir, args, "eql", args.total_steps, step, args.track, progress=args.progress)
+    run.write_json("args.json", dataclasses.asdict(args))
+
+    def update(batch) -> dict[str, torch.Tensor]:
+        obs, act, rew, next_obs, done = batch
+        with torch.no_grad():
+            q_min = q_target(obs, act).min(0).values  # fixed until the target update at the end
+        v_loss = value_loss(value(obs).squeeze(-1), q_min, args.alpha)
+        v_opt.zero_grad(set_to_none=True)
+        v_loss.backward()
+        v_opt.step()
+
+        with torch.no_grad():  # the actor and Q use the freshly updated V
+            adv = q_min - value(obs).squeeze(-1)
+            next_v = value(next_obs).squeeze(-1)
+            weight = actor_weight(adv, args.alpha, args.adv_scale, args.max_weight)
+        pi_loss = actor_loss(policy.log_prob(obs, act), weight)
+        pi_opt.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        pi_opt.step()
+        pi_sched.step()
+
+        qf_loss = q_loss(q(obs, act), rew, done, next_v, args.gamma)
+        q_opt.zero_grad(set_to_none=True)
+        qf_loss.backward()
+        q_opt.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
+        return {"loss/value": v_loss, "loss/actor": pi_loss, "loss/q": qf_loss, "adv_mean": adv.mean(),
+                "weight_mean": weight.mean(), "weight_clip_frac": (weight == args.max_weight).float().mean()}
+
+    def policy_fn(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+
+    def save() -> None:
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "q": q.state_dict(), "q_target": q_target.state_dict(), "value": value.state_dict(),
+            "policy": policy.state_dict(), "q_opt": q_opt.state_dict(), "v_opt": v_opt.state_dict(),
+            "pi_opt": pi_opt.state_dict(), "pi_sched": pi_sched.state_dict(), "buffer": buffer.state_dict(),
+            "rng": rng_state(), "step": step, "evals": json.dumps(evals),
+            "algo": "eql", "args": json.dumps(dataclasses.asdict(args)),
+            "reward_scale": scale})
+
+    start_time, start_step = time.time(), step
+    while step < args.total_steps:
+        metrics = update(buffer.sample(args.batch_size))
+        step += 1
+        if step % args.log_every == 0:
+            run.log(step, {k: v.item() for k, v in metrics.items()}
+                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+            run.advance(args.log_every)
+        if step % args.eval_every == 0 or step == args.total_steps:
+            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+            score = float(data.normalized_score(returns).mean())
+            evals.append({"step": step, "return": float(returns.mean()), "score": score})
+            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+            run.score(step, score)
+        if step % args.checkpoint_every == 0 or step == args.total_steps:
+            save()
+    run.advance(step - run.progress.n)
+    result = {"algo": "eql", "dataset": args.dataset, "seed": args.seed, "steps": step,
+              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
+              "git_commit": git_commit(), "args": dataclasses.asdict(args)}
+    run.write_json("result.json", result)
+    run.close()
+    print(f"eql {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
+          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        train(tyro.cli(Args))
+    except (ArgumentError, CheckpointError, DatasetError) as e:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {e}")

@@ -1,0 +1,261 @@
+"""algorithms/sql.py: losses and actor weights against hand-computed values, the sparse V, smoke run, bad flags, CLI."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tyro
+
+from algorithms import sql
+from common.checkpoints import CheckpointError, load_checkpoint
+from common.config import ArgumentError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "algorithms" / "sql.py"
+
+
+def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if minari_root is not None:
+        env["MINARI_DATASETS_PATH"] = str(minari_root)
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], check=False, capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses, by hand
+# ----------------------------------------------------------------------------------------------
+def test_value_loss():
+    v = torch.tensor([1.0, 2.0, 0.0], requires_grad=True)
+    q_min = torch.tensor([3.0, 1.0, -5.0])
+    # alpha = 1: x = 1 + (q - v) / 2 = [1 + 1, 1 - 0.5, 1 - 2.5] = [2, 0.5, -1.5]
+    # 1(x > 0) x^2 = [4, 0.25, 0] (the third sample is in the zero region); + v / alpha = [5, 2.25, 0]
+    # mean = 7.25 / 3
+    loss = sql.value_loss(v, q_min, alpha=1.0)
+    torch.testing.assert_close(loss, torch.tensor(7.25 / 3))
+    loss.backward()
+    # d/dv [1(x > 0) x^2 + v / alpha] / B = (-1(x > 0) x / alpha + 1 / alpha) / B = [-2 + 1, -0.5 + 1, 0 + 1] / 3:
+    # inside the zero region only the V / alpha term acts, pushing V down
+    torch.testing.assert_close(v.grad, torch.tensor([-1.0, 0.5, 1.0]) / 3)
+    # alpha = 2: x = 1 + (q - v) / 4 = [1.5, 0.75, -0.25] -> [2.25, 0.5625, 0] + v / 2 = [2.75, 1.5625, 0]
+    torch.testing.assert_close(sql.value_loss(v, q_min, alpha=2.0), torch.tensor(4.3125 / 3))
+
+
+def test_q_loss():
+    q = torch.tensor([[1.0, 2.0], [0.0, 1.0]], requires_grad=True)  # [n=2 members, B=2]
+    rew, done = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    next_v = torch.tensor([2.0, 5.0], requires_grad=True)
+    # gamma = 0.5: target = r + gamma (1 - d) V(s') = [1 + 0.5 * 1 * 2, 0 + 0.5 * 0 * 5] = [2, 0]
+    # member 1: mean((1 - 2)^2, (2 - 0)^2) = 2.5; member 2: mean((0 - 2)^2, (1 - 0)^2) = 2.5; sum = 5
+    loss = sql.q_loss(q, rew, done, next_v, 0.5)
+    torch.testing.assert_close(loss, torch.tensor(5.0))
+    loss.backward()
+    # d/dq = 2 (q - target) / B = [[-1, 2], [-2, 1]]; the target is a constant: no gradient into V(s')
+    torch.testing.assert_close(q.grad, torch.tensor([[-1.0, 2.0], [-2.0, 1.0]]))
+    assert next_v.grad is None
+
+
+def test_actor_weight():
+    adv = torch.tensor([2.0, 0.0, -1.0, -3.0, 150.0], requires_grad=True)
+    # code: min(max(A, 0), 100) = [2, 0, 0, 0, 100]: only better-than-V actions are imitated
+    w = sql.actor_weight(adv, alpha=1.0, form="code", max_weight=100.0)
+    torch.testing.assert_close(w, torch.tensor([2.0, 0.0, 0.0, 0.0, 100.0]))
+    assert not w.requires_grad  # a weight, not a path for gradients into Q or V
+    # paper, alpha = 1: 1 + A / 2 = [2, 1, 0.5, -0.5, 76] -> max(., 0), clipped at 50 = [2, 1, 0.5, 0, 50]
+    torch.testing.assert_close(sql.actor_weight(adv, 1.0, "paper", 50.0), torch.tensor([2.0, 1.0, 0.5, 0.0, 50.0]))
+    # paper, alpha = 0.5: 1 + A = [3, 1, 0, -2, 151] -> [3, 1, 0, 0, 100]: zero from A <= -2 alpha = -1 on
+    torch.testing.assert_close(sql.actor_weight(adv, 0.5, "paper", 100.0), torch.tensor([3.0, 1.0, 0.0, 0.0, 100.0]))
+    # the code's weight does not depend on alpha
+    torch.testing.assert_close(sql.actor_weight(adv, 7.0, "code", 100.0), w)
+
+
+def test_actor_loss():
+    log_prob = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    weight = torch.tensor([1.0, 5.0, 0.0], requires_grad=True)
+    # -mean(w log pi) = -(1 * -1 + 5 * -2 + 0 * -0.5) / 3 = 11 / 3
+    loss = sql.actor_loss(log_prob, weight)
+    torch.testing.assert_close(loss, torch.tensor(11.0 / 3))
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, torch.tensor([-1.0, -5.0, 0.0]) / 3)  # zero weight: no pull at all
+    assert weight.grad is None
+
+
+@pytest.mark.parametrize("alpha, expected, zeros", [
+    # Q samples {0, 1, 2, 3, 10} (mean 3.2). At the minimum of L_V, dL/dV = 0 gives E[max(1 + (q - V)/(2 alpha), 0)] = 1
+    # (the sparse policy's weights sum to one). alpha = 1, samples {2, 3, 10} active: 3 + (15 - 3V)/2 = 5 -> V = 11/3;
+    # check: 1 + (2 - 11/3)/2 = 1/6 > 0 active, 1 + (1 - 11/3)/2 = -1/3 < 0 inactive: two samples get zero weight
+    (1.0, 11 / 3, 2),
+    # alpha = 0.25, only {10} active: 1 + 2 (10 - V) = 5 -> V = 8 (1 + 2 (3 - 8) < 0): four zero weights
+    (0.25, 8.0, 4),
+    # alpha = 10, all active: 5 + (16 - 5V)/20 = 5 -> V = 3.2, the mean (1 + (0 - 3.2)/20 > 0): no zero weight
+    (10.0, 3.2, 0),
+])
+def test_value_between_mean_and_max_of_q_with_sparse_weights(alpha, expected, zeros):
+    q_samples = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0])
+    v = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([v], lr=0.05)
+    for _ in range(1000):
+        loss = sql.value_loss(v.expand(5), q_samples, alpha)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert v.item() == pytest.approx(expected, abs=0.05)
+    w = sql.actor_weight(q_samples - v.detach(), alpha, "paper", 100.0)
+    assert w.mean().item() == pytest.approx(1.0, abs=0.05)  # a normalized policy over the data's actions
+    assert int((w == 0).sum()) == zeros
+
+
+def test_value_network_has_layer_norm_and_policy_does_not():
+    kinds = [type(m).__name__ for m in sql.mlp(4, 8, 1, layer_norm=True)]
+    assert kinds == ["Linear", "LayerNorm", "ReLU", "Linear", "LayerNorm", "ReLU", "Linear"]
+    assert [type(m).__name__ for m in sql.mlp(4, 8, 1)] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in sql.GaussianPolicy(4, 2, 8).modules())
+
+
+def test_gaussian_policy_log_prob_and_action():
+    torch.manual_seed(0)
+    policy = sql.GaussianPolicy(obs_dim=4, act_dim=2, hidden=8)
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-0.5, 3.0]))  # 3.0 is clipped to log_std_max = 2
+    obs, act = torch.randn(5, 4), torch.rand(5, 2) * 2 - 1
+    mean = torch.tanh(policy.mu(obs))
+    expected = torch.distributions.Normal(mean, torch.tensor([-0.5, 2.0]).exp()).log_prob(act).sum(-1)
+    torch.testing.assert_close(policy.log_prob(obs, act), expected)
+    torch.testing.assert_close(policy.act(obs), mean)  # evaluation uses the mean action
+
+
+# ----------------------------------------------------------------------------------------------
+# Smoke: a few hundred updates end to end, in-process
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_train_smoke(form, tiny_hopper, tmp_path):
+    args = sql.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
+                    checkpoint_every=100, hidden_dim=32, actor_weight=form, runs_dir=str(tmp_path / "runs"),
+                    progress=False)
+    result = sql.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("sql__test-hopper-tiny-v0__s0__")
+
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
+    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/q" in r]
+    assert [r["step"] for r in losses] == [50, 100, 150, 200]
+    for r in losses:
+        for key in ("loss/value", "loss/actor", "loss/q", "adv_mean", "weight_mean", "weight_zero_frac"):
+            assert math.isfinite(r[key]), (key, r)
+        assert 0.0 <= r["weight_zero_frac"] <= 1.0
+    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 200 and ckpt["algo"] == "sql"
+    assert all(torch.isfinite(t).all() for name in ("q", "value", "policy") for t in ckpt[name].values())
+    assert "1.weight" in ckpt["value"] and ckpt["value"]["1.weight"].shape == (32,)  # V's LayerNorm
+    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+
+    # resuming a finished run trains no further and reports the same result
+    again = sql.train(sql.Args(resume=str(run_dir), progress=False))
+    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, flag", [
+    ("batch_size", -1, "--batch-size"), ("alpha", 0.0, "--alpha"), ("alpha", -1.0, "--alpha"),
+    ("actor_weight", "best", "--actor-weight"), ("max_weight", 0.0, "--max-weight"),
+    ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"), ("gamma", 1.0, "--gamma"),
+])
+def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
+    args = dataclasses.replace(sql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
+                               **{field: value})
+    with pytest.raises(ArgumentError) as e:
+        sql.train(args)  # fails at start: before the (missing) dataset is even looked up
+    assert str(e.value).startswith(flag + " ")
+    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_cpu_machine(tmp_path):
+    with pytest.raises(ArgumentError, match="--device 'cuda'"):
+        sql.train(sql.Args(dataset="test/none-v0", device="cuda", runs_dir=str(tmp_path), progress=False))
+
+
+def test_cli_bad_flag_is_one_line_without_traceback(minari_root):
+    proc = cli("--alpha", "0", "--dataset", "test/none-v0", minari_root=minari_root)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: --alpha must be positive, got 0.0"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_lists_every_field(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        tyro.cli(sql.Args, args=["--help"])  # what `python algorithms/sql.py --help` prints
+    assert e.value.code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    docs = field_docstrings(SCRIPT)
+    for field in dataclasses.fields(sql.Args):
+        flag = "--" + field.name.replace("_", "-")
+        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
+        assert field.name in docs, f"Args.{field.name} has no docstring"
+        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
+    assert "--no-progress" in text and "--no-layer-norm" in text
+
+
+def field_docstrings(script: Path) -> dict[str, str]:
+    """The string literal right after each field of the `Args` dataclass."""
+    tree = ast.parse(script.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    docs = {}
+    for a, b in zip(cls.body, cls.body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    return docs
+
+
+def test_resume_missing_folder(tmp_path):
+    missing = tmp_path / "runs" / "sql__gone"
+    with pytest.raises(CheckpointError) as e:
+        sql.train(sql.Args(resume=str(missing), progress=False))
+    assert str(missing / "checkpoint.pt") in str(e.value)
+    assert not missing.exists()
+
+
+def test_resume_corrupt_checkpoint_is_left_as_it_was(tmp_path):
+    run_dir = tmp_path / "runs" / "sql__broken"
+    run_dir.mkdir(parents=True)
+    garbage = np.random.default_rng(0).bytes(4096)
+    (run_dir / "checkpoint.pt").write_bytes(garbage)
+    with pytest.raises(CheckpointError) as e:
+        sql.train(sql.Args(resume=str(run_dir), progress=False))
+    assert str(run_dir / "checkpoint.pt") in str(e.value)
+    assert (run_dir / "checkpoint.pt").read_bytes() == garbage
+    assert [p.name for p in run_dir.iterdir()] == ["checkpoint.pt"]  # nothing else written
+
+
+def test_resume_from_another_algorithms_or_foreign_checkpoint(tmp_path):
+    from common.checkpoints import save_checkpoint
+
+    other = tmp_path / "runs" / "iql__run"
+    save_checkpoint(other / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
+    with pytest.raises(CheckpointError, match="belongs to iql, not sql"):
+        sql.train(sql.Args(resume=str(other), progress=False))
+    foreign = tmp_path / "runs" / "foreign"
+    save_checkpoint(foreign / "checkpoint.pt", {"weights": torch.zeros(3)})
+    with pytest.raises(CheckpointError, match="not a Stitch sql checkpoint"):
+        sql.train(sql.Args(resume=str(foreign), progress=False))

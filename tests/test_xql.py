@@ -1,0 +1,252 @@
+"""algorithms/xql.py: the Gumbel loss by hand, its soft-max fixed point, smoke run, bad flags, CLI."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tyro
+
+from algorithms import xql
+from common.checkpoints import CheckpointError, load_checkpoint
+from common.config import ArgumentError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "algorithms" / "xql.py"
+E = math.e
+
+
+def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if minari_root is not None:
+        env["MINARI_DATASETS_PATH"] = str(minari_root)
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], check=False, capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses, by hand
+# ----------------------------------------------------------------------------------------------
+def test_gumbel_loss_with_clip():
+    diff = torch.tensor([2.0, -2.0, 0.0, 20.0])
+    # beta = 2: z = diff / 2 = [1, -1, 0, 10]; max_clip = 7 clips the last to 7; m = max(7, -1) = 7
+    # loss = e^-m (e^z - z - 1) = e^-7 [e - 2, e^-1, 0, e^7 - 8]
+    expected = math.exp(-7) * torch.tensor([E - 2, 1 / E, 0.0, math.exp(7) - 8])
+    torch.testing.assert_close(xql.gumbel_loss(diff, 2.0, 7.0), expected)
+    # without the clip (max_clip = 100): z = [1, -1, 0, 10], m = 10: e^-10 [e - 2, e^-1, 0, e^10 - 11]
+    expected = math.exp(-10) * torch.tensor([E - 2, 1 / E, 0.0, math.exp(10) - 11])
+    torch.testing.assert_close(xql.gumbel_loss(diff, 2.0, 100.0), expected)
+
+
+def test_gumbel_loss_normalizer_is_at_least_minus_one():
+    diff = torch.tensor([-4.0, -6.0])
+    # beta = 2: z = [-2, -3], max z = -2 < -1, so m = -1: loss = e (e^z - z - 1) = e [e^-2 + 1, e^-3 + 2]
+    expected = E * torch.tensor([math.exp(-2) + 1, math.exp(-3) + 2])
+    torch.testing.assert_close(xql.gumbel_loss(diff, 2.0, 7.0), expected)
+
+
+def test_value_loss_gradient_pushes_v_toward_q_and_ignores_clipped_samples():
+    v = torch.zeros(3, requires_grad=True)
+    q_min = torch.tensor([2.0, -2.0, 20.0])
+    # beta = 2, max_clip = 7: z = (q - v) / 2 = [1, -1, 10 -> 7]; m = 7
+    loss = xql.value_loss(v, q_min, 2.0, 7.0)
+    # mean of e^-7 [e - 2, e^-1, e^7 - 8]
+    torch.testing.assert_close(loss, torch.tensor(math.exp(-7) * (E - 2 + 1 / E + math.exp(7) - 8) / 3))
+    loss.backward()
+    # d/dv_i = e^-m (e^z_i - 1) dz_i/dv_i / B with dz/dv = -1/beta = -1/2, and 0 where z was clipped:
+    # [-(e - 1), -(e^-1 - 1), 0] e^-7 / 6
+    expected = torch.tensor([-(E - 1), -(1 / E - 1), 0.0]) * math.exp(-7) / 6
+    torch.testing.assert_close(v.grad, expected)
+    assert v.grad[0] < 0 < v.grad[1]  # gradient descent raises V where Q > V and lowers it where Q < V
+    assert v.grad[0].abs() > v.grad[1].abs()  # asymmetric: exp(z) - 1 weighs Q above V more (a soft max)
+
+
+def test_value_loss_normalizer_carries_no_gradient():
+    v = torch.zeros(2, requires_grad=True)
+    q_min = torch.tensor([2.0, -2.0])
+    # beta = 2: z = [1, -1], m = 1 (the max is v-dependent, but detached)
+    xql.value_loss(v, q_min, 2.0, 7.0).backward()
+    # d/dv_i = e^-1 (e^z_i - 1) (-1/2) / 2 = [-(1 - e^-1), -(e^-2 - e^-1)] / 4
+    torch.testing.assert_close(v.grad, torch.tensor([-(1 - 1 / E), -(math.exp(-2) - 1 / E)]) / 4)
+
+
+def test_q_loss_is_huber_with_delta_20():
+    q = torch.tensor([[1.0, 30.0], [0.0, -25.0]], requires_grad=True)  # [n=2 members, B=2]
+    rew, done = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    next_v = torch.tensor([2.0, 5.0], requires_grad=True)
+    # gamma = 0.5: target = r + gamma (1 - d) V(s') = [1 + 0.5 * 2, 0] = [2, 0]
+    # huber_20(u) = u^2 / 2 if |u| <= 20 else 20 (|u| - 10)
+    # member 1: u = [-1, 30] -> [0.5, 400], mean 200.25; member 2: u = [-2, -25] -> [2, 300], mean 151
+    loss = xql.q_loss(q, rew, done, next_v, 0.5)
+    torch.testing.assert_close(loss, torch.tensor(351.25))
+    loss.backward()
+    # d/dq = clip(u, -20, 20) / B: [[-0.5, 10], [-1, -10]]; the target is a constant: no gradient into V(s')
+    torch.testing.assert_close(q.grad, torch.tensor([[-0.5, 10.0], [-1.0, -10.0]]))
+    assert next_v.grad is None
+
+
+def test_actor_loss():
+    log_prob = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    adv = torch.tensor([0.0, 1.0, -math.log(2.0)], requires_grad=True)
+    # beta = 2, max_weight = 5: weights = [exp(0), min(exp(2), 5), exp(-2 ln 2)] = [1, 5, 0.25]
+    # loss = -mean(w log pi) = -(1 * -1 + 5 * -2 + 0.25 * -0.5) / 3 = 11.125 / 3
+    loss = xql.actor_loss(log_prob, adv, beta=2.0, max_weight=5.0)
+    torch.testing.assert_close(loss, torch.tensor(11.125 / 3))
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, torch.tensor([-1.0, -5.0, -0.25]) / 3)
+    assert adv.grad is None
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0, 100.0])
+def test_gumbel_regression_moves_v_to_the_soft_max_of_q(beta):
+    # Lemma: argmin_V E[exp((Q - V)/beta) - (Q - V)/beta - 1] = beta log E[exp(Q / beta)]
+    q_samples = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0])  # mean 3.2, max 10
+    expected = beta * (torch.logsumexp(q_samples / beta, 0) - math.log(5)).item()
+    # beta = 1: log((1 + e + e^2 + e^3 + e^10) / 5) = 8.39; beta = 100: about mean + var / (2 beta) = 3.26
+    v = torch.full((1,), 3.2, requires_grad=True)  # start at the mean: no sample beyond max_clip
+    opt = torch.optim.Adam([v], lr=0.05)
+    for i in range(800):
+        for g in opt.param_groups:
+            g["lr"] = 0.05 * (1 - i / 800) + 1e-3
+        loss = xql.value_loss(v.expand(5), q_samples, beta, 7.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert v.item() == pytest.approx(expected, abs=0.05)
+    assert q_samples.mean() < v.item() < q_samples.max()  # between the mean (beta -> inf) and the max (beta -> 0)
+    if beta == 1.0:
+        assert v.item() > 8.0  # near the max, far above the mean
+
+
+def test_value_network_has_layer_norm_before_each_relu():
+    kinds = [type(m).__name__ for m in xql.mlp(4, 8, 1, layer_norm=True)]
+    assert kinds == ["Linear", "LayerNorm", "ReLU", "Linear", "LayerNorm", "ReLU", "Linear"]
+    assert [type(m).__name__ for m in xql.mlp(4, 8, 1)] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Smoke: a few hundred updates end to end, in-process
+# ----------------------------------------------------------------------------------------------
+def test_train_smoke(tiny_hopper, tmp_path):
+    args = xql.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
+                    checkpoint_every=100, hidden_dim=64, runs_dir=str(tmp_path / "runs"), progress=False)
+    result = xql.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("xql__test-hopper-tiny-v0__s0__")
+
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
+    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/q" in r]
+    assert [r["step"] for r in losses] == [50, 100, 150, 200]
+    for r in losses:
+        for key in ("loss/value", "loss/actor", "loss/q", "adv_mean", "v_mean"):
+            assert math.isfinite(r[key]), (key, r)
+    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 200
+    assert all(torch.isfinite(t).all() for name in ("q", "value", "policy") for t in ckpt[name].values())
+    assert any("weight" in k and t.dim() == 1 for k, t in ckpt["value"].items())  # V's LayerNorm is saved
+    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+
+    # resuming a finished run trains no further and reports the same result
+    again = xql.train(xql.Args(resume=str(run_dir), progress=False))
+    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, flag", [
+    ("batch_size", -1, "--batch-size"), ("gumbel_beta", 0.0, "--gumbel-beta"), ("gumbel_beta", -1.0, "--gumbel-beta"),
+    ("gumbel_beta", float("nan"), "--gumbel-beta"), ("max_clip", 0.0, "--max-clip"), ("beta", -0.1, "--beta"),
+    ("max_weight", 0.0, "--max-weight"), ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"),
+    ("gamma", 1.0, "--gamma"), ("tau", 0.0, "--tau"),
+])
+def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
+    args = dataclasses.replace(xql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
+                               **{field: value})
+    with pytest.raises(ArgumentError) as e:
+        xql.train(args)  # fails at start: before the (missing) dataset is even looked up
+    assert str(e.value).startswith(flag + " ")
+    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
+
+
+def test_cli_bad_flag_is_one_line_without_traceback(minari_root):
+    proc = cli("--gumbel-beta", "0", "--dataset", "test/none-v0", minari_root=minari_root)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: --gumbel-beta must be positive, got 0.0"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_lists_every_field(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        tyro.cli(xql.Args, args=["--help"])  # what `python algorithms/xql.py --help` prints
+    assert e.value.code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    docs = field_docstrings(SCRIPT)
+    for field in dataclasses.fields(xql.Args):
+        flag = "--" + field.name.replace("_", "-")
+        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
+        assert field.name in docs, f"Args.{field.name} has no docstring"
+        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
+    assert "--no-progress" in text and "--no-layer-norm" in text
+
+
+def field_docstrings(script: Path) -> dict[str, str]:
+    """The string literal right after each field of the `Args` dataclass."""
+    tree = ast.parse(script.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    docs = {}
+    for a, b in zip(cls.body, cls.body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    return docs
+
+
+def test_resume_missing_folder(tmp_path):
+    missing = tmp_path / "runs" / "xql__gone"
+    with pytest.raises(CheckpointError) as e:
+        xql.train(xql.Args(resume=str(missing), progress=False))
+    assert str(missing / "checkpoint.pt") in str(e.value)
+    assert not missing.exists()
+
+
+def test_resume_corrupt_checkpoint_is_left_as_it_was(tmp_path):
+    run_dir = tmp_path / "runs" / "xql__broken"
+    run_dir.mkdir(parents=True)
+    garbage = np.random.default_rng(0).bytes(4096)
+    (run_dir / "checkpoint.pt").write_bytes(garbage)
+    with pytest.raises(CheckpointError) as e:
+        xql.train(xql.Args(resume=str(run_dir), progress=False))
+    assert str(run_dir / "checkpoint.pt") in str(e.value)
+    assert (run_dir / "checkpoint.pt").read_bytes() == garbage
+    assert [p.name for p in run_dir.iterdir()] == ["checkpoint.pt"]  # nothing else written
+
+
+def test_resume_from_another_algorithms_or_foreign_checkpoint(tmp_path):
+    from common.checkpoints import save_checkpoint
+
+    other = tmp_path / "runs" / "iql__run"
+    save_checkpoint(other / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
+    with pytest.raises(CheckpointError, match="belongs to iql, not xql"):
+        xql.train(xql.Args(resume=str(other), progress=False))
+    foreign = tmp_path / "runs" / "foreign"
+    save_checkpoint(foreign / "checkpoint.pt", {"weights": torch.zeros(3)})
+    with pytest.raises(CheckpointError, match="not a Stitch xql checkpoint"):
+        xql.train(xql.Args(resume=str(foreign), progress=False))
