@@ -58,6 +58,13 @@ OVERRIDES = {
     # CQL: a short BC warm-up for the short budget, and the official README's other policy lr (3e-4);
     # with the default 1e-4 the policy has not recovered from the switch to RL within 10k updates.
     "cql": dict(bc_steps=1000, actor_lr=3e-4),
+    "awr": dict(),
+    "awac": dict(),
+    "crr": dict(),
+    "sql": dict(),
+    "eql": dict(),
+    "xql": dict(),
+    "onestep": dict(),
 }
 
 
