@@ -1,0 +1,208 @@
+"""benchmarks/report.py: the statistics by hand, tables and variants from small synthetic results, plots, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+from benchmarks.report import (Args, Variant, bootstrap_ci, iqm, main, performance_profile, stratified_bootstrap,
+                               variant_of)
+
+
+def record(algo: str, dataset: str, seed: int, final: float, best: float | None = None, steps: int = 100,
+           flags: tuple[str, ...] = (), **extra) -> dict:
+    """A run_grid.py-shaped record: two evaluations, the first scoring `best` (default: the final score)."""
+    first = final if best is None else best
+    return {"algo": algo, "dataset": dataset, "seed": seed, "total_steps": steps, "flags": list(flags),
+            "final_score": final, "final_return": final * 10,
+            "evals": [{"step": steps // 2, "return": first * 10, "score": first},
+                      {"step": steps, "return": final * 10, "score": final}],
+            "updates_per_s": 100.0, "wall_time_s": 1.0, "threads": 1, "git_commit": "0123456789abcdef",
+            "command": f"python algorithms/{algo}.py --dataset {dataset} --seed {seed}",
+            "ref_min_score": 0.0, "ref_max_score": 1000.0, "args": {"eval_episodes": 10}, **extra}
+
+
+def write_jsonl(path, records) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def report(tmp_path, records, **kwargs) -> str:
+    """Run the report without plots on `records`; returns the markdown it wrote."""
+    results = write_jsonl(tmp_path / "results.jsonl", records)
+    main(Args(results=[results], plots=False, bootstrap_reps=200, **kwargs))
+    return (tmp_path / "results.md").read_text()
+
+
+# --- statistics --------------------------------------------------------------------------------------------
+
+
+def test_iqm_by_hand():
+    # sorted: -50 1 | 2 5 6 7 | 8 100: the middle four average to 5, the outliers do not count
+    assert iqm(np.array([8, 1, 7, 2, 100, -50, 5, 6])) == pytest.approx(5.0)
+    # n = 5: floor(5 / 4) = 1 cut from each end (as scipy.stats.trim_mean(x, 0.25) and rliable do)
+    assert iqm(np.array([4, 100, 1, 3, 2])) == pytest.approx(3.0)
+    # along the last axis, one value per row
+    np.testing.assert_allclose(iqm(np.array([[1, 2, 3, 4], [10, 20, 30, 1000]])), [2.5, 25.0])
+
+
+def test_bootstrap_ci_contains_point_is_reproducible_and_shrinks_with_more_seeds():
+    rng = np.random.default_rng(1)
+    few = [rng.normal(50, 10, size=3) for _ in range(3)]
+    many = [rng.normal(50, 10, size=30) for _ in range(3)]
+    point, lo, hi = bootstrap_ci(few, iqm, reps=2000, seed=0)
+    assert lo < point < hi
+    assert point == pytest.approx(iqm(np.concatenate(few)))
+    assert bootstrap_ci(few, iqm, reps=2000, seed=0) == (point, lo, hi)  # same seed, same interval
+    assert bootstrap_ci(few, iqm, reps=2000, seed=1) != (point, lo, hi)
+    _, lo_many, hi_many = bootstrap_ci(many, iqm, reps=2000, seed=0)
+    assert hi_many - lo_many < 0.6 * (hi - lo)
+
+
+def test_stratified_bootstrap_never_moves_a_run_across_datasets():
+    groups = [np.array([0.0, 1.0, 2.0]), np.array([100.0, 101.0]), np.array([1000.0])]
+    samples = stratified_bootstrap(groups, reps=500, rng=np.random.default_rng(0))
+    assert samples.shape == (500, 6)
+    assert set(np.unique(samples[:, :3])) == {0.0, 1.0, 2.0}  # each dataset's columns hold only its own runs
+    assert set(np.unique(samples[:, 3:5])) == {100.0, 101.0}
+    assert (samples[:, 5] == 1000.0).all()
+    assert len({tuple(row) for row in samples[:, :3]}) > 5  # and they are resampled, not copied
+    # a single dataset with a single seed has nothing to resample: a zero-width interval
+    assert bootstrap_ci([np.array([7.0])], iqm, reps=50) == (7.0, 7.0, 7.0)
+
+
+def test_performance_profile_by_hand():
+    scores = np.array([10.0, 20.0, 30.0, 40.0])
+    np.testing.assert_allclose(performance_profile(scores, np.array([0, 15, 30, 50])), [1.0, 0.75, 0.25, 0.0])
+    # along the last axis: one profile per bootstrap resample
+    np.testing.assert_allclose(performance_profile(np.array([[1.0, 3.0], [3.0, 3.0]]), np.array([2.0])),
+                               [[0.5], [1.0]])
+
+
+# --- variants and tables -----------------------------------------------------------------------------------
+
+
+def test_variant_labels_split_by_flags_and_steps_but_not_bookkeeping():
+    plain = variant_of(record("iql", "d", 0, 1.0, flags=("--eval-every=50", "--log-every", "--eval-episodes=2")))
+    assert plain == Variant("iql", (), 100) and plain.label(show_steps=False) == "iql"
+    sql = variant_of(record("sql", "d", 0, 1.0, flags=("--eval-every=50", "--tau=0.9", "--actor-weight=paper")))
+    assert sql.label(show_steps=False) == "sql (--actor-weight=paper --tau=0.9)"
+    assert Variant("iql", (), 100_000).label(show_steps=True) == "iql (100,000 updates)"
+    assert sql.label(show_steps=True) == "sql (--actor-weight=paper --tau=0.9, 100 updates)"
+
+
+def test_tables_from_synthetic_results(tmp_path):
+    records = [record("bc", "A", 0, 10.0, best=15.0), record("bc", "A", 1, 30.0),
+               record("bc", "B", 0, 50.0), record("bc", "B", 1, 70.0, best=90.0),
+               record("sql", "A", 0, 40.0, flags=("--actor-weight=paper", "--eval-every=50")),
+               record("sql", "A", 1, 40.0, flags=("--actor-weight=paper",))]
+    text = report(tmp_path, records)
+    lines = text.splitlines()
+    assert lines[0] == "| dataset | bc | sql (--actor-weight=paper) |"
+    assert "| A | 20.0 ± 10.0 (n=2) | 40.0 ± 0.0 (n=2) |" in lines
+    assert "| B | 60.0 ± 10.0 (n=2) | — |" in lines
+    # per seed over datasets: (10 + 50) / 2 = 30 and (30 + 70) / 2 = 50; sql misses B, so no average
+    assert "| **average over datasets** | 40.0 ± 10.0 (n=2) | — |" in lines
+    best = lines[lines.index("| A | 20.0 ± 10.0 (n=2) | 40.0 ± 0.0 (n=2) |") + 1:]
+    assert "| A | 22.5 ± 7.5 (n=2) | 40.0 ± 0.0 (n=2) |" in best  # best of seed 0 on A is 15
+    assert "| B | 70.0 ± 20.0 (n=2) | — |" in best  # best of seed 1 on B is 90
+    # IQM of bc's four runs 10 30 50 70 is the mean of 30 and 50
+    assert any(line.startswith("| bc | 2/2 | 4 | 40.0 [") for line in lines)
+    assert any(line.startswith("| sql (--actor-weight=paper) | 1/2 | 2 | 40.0 [40.0, 40.0] |") for line in lines)
+    assert "after 100 updates" in text and "(2 per cell)" in text and "10 deterministic episodes" in text
+    assert f"python benchmarks/report.py {tmp_path / 'results.jsonl'} --bootstrap-reps 200 --no-plots" in text
+
+
+def test_runs_with_different_steps_are_separate_columns(tmp_path):
+    records = [record("iql", "A", 0, 10.0, steps=100), record("iql", "A", 1, 20.0, steps=100),
+               record("iql", "A", 0, 80.0, steps=200)]
+    lines = report(tmp_path, records).splitlines()
+    assert lines[0] == "| dataset | iql (100 updates) | iql (200 updates) |"
+    assert "| A | 15.0 ± 5.0 (n=2) | 80.0 ± 0.0 (n=1) |" in lines
+
+
+def test_several_files_with_plots_and_readme(tmp_path):
+    first = write_jsonl(tmp_path / "a.jsonl", [record("bc", "A", s, 10.0 + s) for s in range(3)])
+    second = write_jsonl(tmp_path / "b.jsonl", [record("iql", "A", s, 30.0 + s) for s in range(3)]
+                         + [record("iql", "B", s, 60.0 + s) for s in range(3)])
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    readme = docs / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    out = tmp_path / "out" / "all.md"
+    out.parent.mkdir()
+    args = Args(results=[first, second], out=str(out), readme=str(readme), bootstrap_reps=100)
+    main(args)
+    plots = tmp_path / "out" / "all_plots"
+    pngs = sorted(p.name for p in plots.iterdir())
+    assert pngs == ["iqm.png", "learning_curves.png", "performance_profile.png"]
+    first_bytes = {p: (plots / p).read_bytes() for p in pngs}
+    assert all(b.startswith(b"\x89PNG\r\n\x1a\n") and len(b) > 5000 for b in first_bytes.values())
+    with Image.open(plots / "iqm.png") as image:
+        assert image.text == {}  # no text chunks: no software version, no date
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("tail\n")
+    assert "](../out/all_plots/learning_curves.png)" in text  # relative to the README
+    assert "](all_plots/iqm.png)" in out.read_text()  # relative to the report
+    assert "| A | 11.0 ± 0.8 (n=3) | 31.0 ± 0.8 (n=3) |" in text
+    main(args)  # the plots are byte-for-byte reproducible (no dates or versions in them)
+    assert {p: (plots / p).read_bytes() for p in pngs} == first_bytes
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["{not json"], "line 1 is not JSON"),
+    ([json.dumps({"algo": "bc"})], "lacks dataset, seed, total_steps, final_score, evals"),
+    ([json.dumps(record("bc", "A", 0, float("nan")))], "not a finite number"),
+    ([json.dumps(record("bc", "A", 0, 1.0))] * 2, "bc on A seed 0 (100 steps) is in the results twice"),
+    ([json.dumps(record("bc", "A", 0, 1.0)), json.dumps(record("iql", "A", 0, 1.0, ref_max_score=2000.0))],
+     "A is scored with reference scores"),
+    ([], "holds no results"),
+])
+def test_bad_results_fail_with_one_line(tmp_path, lines, message):
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    with pytest.raises(SystemExit, match="error: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+        main(Args(results=[str(path)], plots=False))
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_bad_arguments_fail_with_one_line(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", [record("bc", "A", 0, 1.0)])
+    with pytest.raises(SystemExit, match="error: no results file"):
+        main(Args(results=[str(tmp_path / "missing.jsonl")]))
+    with pytest.raises(SystemExit, match="error: several results files: name the report file with --out"):
+        main(Args(results=[path, path]))
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="error: .* has no <!-- results:start -->"):
+        main(Args(results=[path], readme=str(readme), plots=False))
+    assert readme.read_text() == "no markers\n" and not (tmp_path / "r.md").exists()
+
+
+def test_command_line_with_speed_file(tmp_path):
+    """Today's CLI: results file, --readme and --speed fill both README blocks."""
+    results = write_jsonl(tmp_path / "r.jsonl", [record("bc", "A", 0, 1.0)])
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"updates_per_s": {"bc": 427.7}, "device": "cpu", "device_name": "AMD EPYC",
+                                 "threads": 2, "torch": "2.13.0+cpu", "command": "python benchmarks/speed.py"}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n<!-- speed:start -->\nold\n<!-- speed:end -->\n")
+    proc = subprocess.run([sys.executable, "benchmarks/report.py", results, "--readme", str(readme), "--speed",
+                           str(speed), "--no-plots"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert "| A | 1.0 ± 0.0 (n=1) |" in text and "| AMD EPYC (cpu, 2 threads) | 427.7 |" in text and "old" not in text
+    speed.write_text("{}")
+    with pytest.raises(SystemExit, match="error: .* lacks updates_per_s"):
+        main(Args(results=[results], readme=str(readme), speed=str(speed), plots=False))
+    with pytest.raises(SystemExit, match="error: --speed fills the README's speed markers: give --readme too"):
+        main(Args(results=[results], speed=str(speed), plots=False))
