@@ -1,15 +1,37 @@
-"""Run a benchmark grid: algorithms x datasets x seeds, one subprocess per cell.
+"""Run a benchmark grid: algorithms x datasets x seeds, one subprocess per cell, locally or on a Ray cluster.
 
     python benchmarks/run_grid.py --algos bc td3_bc iql cql \
         --datasets stitch/hopper/medium-replay-v0 stitch/hopper/medium-v0 \
         --seeds 0 1 --total-steps 50000 --results benchmarks/results/hopper_50k.jsonl --jobs 2
 
+    # the same grid on a Ray cluster (`ray start --head` on one machine, `ray start --address HEAD:6379` on
+    # the others): one Ray task per cell, each needing --threads CPUs, as many at once as the cluster holds
+    python benchmarks/run_grid.py --algos bc td3_bc iql cql --datasets stitch/hopper/medium-v0 \
+        --seeds 0 1 2 3 --results benchmarks/results/hopper_50k.jsonl --ray-address auto
+
 Each cell runs `python algorithms/<algo>.py --dataset D --seed S --total-steps T ...` in its own run
 folder under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, the full config, the
-git commit, the command, wall time, updates/s and every evaluation) is appended to the results file.
-Cells already in the results file are skipped, and a cell whose run folder holds a checkpoint is
-resumed, so an interrupted grid continues where it stopped. Adding an algorithm to a grid is adding
-its script name to `--algos`.
+git commit, the command, the host, wall time, updates/s, the dataset's reference scores and every
+evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the
+results file are skipped, and a cell whose run folder holds a checkpoint is resumed, so an interrupted
+grid continues where it stopped. A failed cell is reported with the tail of its log; the other cells go
+on, and the exit status is 1 if any failed. Adding an algorithm to a grid is adding its script name to
+`--algos`; `--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all).
+
+On Ray (`--ray-address auto`, `HOST:6379`, or `ray://HOST:10001` with the `ray[client]` extra, which
+requirements.txt does not install) every cell is one task (reserving --threads CPUs) that runs the
+same subprocess on whichever node it lands on and returns its record; the local path and the Ray path
+build records with the same function, so the results files are the same either way. Where the code is:
+* by default the repository must be at the same path on every node (a shared file system, or the same
+  checkout at the same path). Run folders then persist on the nodes, so an interrupted cell resumes from
+  its checkpoint when it lands on a node that can see its folder (every node, with a shared `--runs-dir`).
+* `--ray-ship-code` ships this working tree to the nodes instead (a Ray runtime_env working_dir; files
+  that .gitignore lists, such as runs/, stay behind). Nothing needs to be installed on the nodes but the
+  Python packages, but a relative `--runs-dir` then lives in Ray's temporary copy, so an interrupted cell
+  starts again from step 0, and the git commit recorded is this checkout's (.git is not shipped).
+Either way the datasets must exist on the nodes (`stitch/...` ids are built there when missing, which
+takes minutes per dataset; other ids must be copied there). `MINARI_DATASETS_PATH`, when set here, is
+passed on to the cells.
 """
 
 from __future__ import annotations
@@ -18,17 +40,19 @@ import dataclasses
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common.data import load_dataset  # noqa: E402
+LOG_TAIL_LINES = 15
 
 
 @dataclasses.dataclass
@@ -42,17 +66,35 @@ class Args:
     total_steps: int = 50_000
     """Updates per run."""
     results: str = "benchmarks/results/grid.jsonl"
-    """JSONL file the finished cells are appended to."""
+    """JSONL file the finished cells are added to."""
     runs_dir: str = "runs/grid"
-    """Where the cells' run folders live."""
+    """Where the cells' run folders live (relative: to the current directory, or with --ray-ship-code to the
+    shipped copy on each node)."""
     jobs: int = 1
-    """Cells run at the same time (each with --threads torch threads)."""
+    """Cells run at the same time on this machine (each with --threads torch threads); local grids only."""
     threads: int = 1
-    """torch threads per cell (OMP_NUM_THREADS)."""
+    """torch threads per cell (OMP_NUM_THREADS); on Ray also the CPUs each cell's task reserves."""
     extra: list[str] = dataclasses.field(default_factory=list)
     """Flag overrides as 'algo:--flag=value' (or '*:--flag=value' for every algorithm)."""
     dry_run: bool = False
     """Print the cells that would run and exit."""
+    ray_address: str | None = None
+    """Run the cells on this Ray cluster ('auto', 'HOST:6379' or 'ray://HOST:10001'), one task per cell."""
+    ray_ship_code: bool = False
+    """With --ray-address: ship this working tree to the nodes instead of expecting the repository at the
+    same path on each."""
+    gpus_per_cell: float = 0.0
+    """With --ray-address: GPUs each cell's task reserves (e.g. 0.5 puts two cells on one GPU)."""
+
+
+class Cell(NamedTuple):
+    algo: str
+    dataset: str
+    seed: int
+    flags: list[str]
+
+    def __str__(self) -> str:
+        return f"{self.algo} {self.dataset} seed {self.seed}"
 
 
 def cell_key(algo: str, dataset: str, seed: int, total_steps: int, flags: list[str]) -> str:
@@ -60,47 +102,205 @@ def cell_key(algo: str, dataset: str, seed: int, total_steps: int, flags: list[s
 
 
 def done_keys(results: Path) -> set[str]:
+    """Keys of the cells already in the results file."""
     if not results.exists():
         return set()
     keys = set()
-    for line in results.read_text().splitlines():
+    for n, line in enumerate(results.read_text().splitlines(), 1):
         if line.strip():
-            rec = json.loads(line)
-            keys.add(cell_key(rec["algo"], rec["dataset"], rec["seed"], rec["total_steps"], rec["flags"]))
+            try:
+                rec = json.loads(line)
+                keys.add(cell_key(rec["algo"], rec["dataset"], rec["seed"], rec["total_steps"], rec["flags"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise SystemExit(f"error: {results} line {n} is not a grid record ({e!r})") from None
     return keys
 
 
-def run_cell(algo: str, dataset: str, seed: int, args: Args, flags: list[str]) -> dict:
-    cell_dir = Path(args.runs_dir) / f"{algo}__{dataset.replace('/', '-')}__s{seed}__{args.total_steps}"
+def append_record(results: Path, rec: dict) -> None:
+    """Add one line to the results file atomically: the file is rewritten to a temporary file, then renamed."""
+    old = results.read_text() if results.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    tmp = results.with_name(results.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(old + json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, results)
+
+
+def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_time_s: float,
+                 ref_min_score: float | None, ref_max_score: float | None) -> dict:
+    """The results-file line of a finished cell (the same for local and Ray runs): the cell, the command
+    that reproduces it, where and how long it ran, the references its scores used, and its result.json."""
+    command = ["python", f"algorithms/{cell.algo}.py", "--dataset", cell.dataset, "--seed", str(cell.seed),
+               "--total-steps", str(total_steps), *cell.flags]
+    return {"algo": cell.algo, "dataset": cell.dataset, "seed": cell.seed, "total_steps": total_steps,
+            "flags": list(cell.flags), "command": shlex.join(command), "wall_time_s": wall_time_s,
+            "threads": threads, "host": socket.gethostname(), "ref_min_score": ref_min_score,
+            "ref_max_score": ref_max_score, **{k: v for k, v in result.items() if k not in ("algo", "dataset", "seed")}}
+
+
+def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: str | None = None,
+             commit: str | None = None) -> dict:
+    """Run one cell as a subprocess and return {"record": ...}, or {"error": ..., "log_tail": ...} if it failed.
+
+    The same function runs in a thread (local) or as a Ray task on any node, so it takes plain values and
+    imports the project's modules itself. `root` is the repository (None: the current directory, which is the
+    shipped copy in a Ray task with a working_dir); `commit` fills in the git commit when the copy has no .git.
+    """
+    repo = Path(root) if root is not None else Path.cwd()
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    host = socket.gethostname()
+    script = repo / "algorithms" / f"{cell.algo}.py"
+    if not script.exists():
+        return {"error": f"no {script} on {host}: the repository must be at the same path on every node "
+                         "(or use --ray-ship-code)", "log_tail": ""}
+    cell_dir = Path(runs_dir) / f"{cell.algo}__{cell.dataset.replace('/', '-')}__s{cell.seed}__{total_steps}"
+    if not cell_dir.is_absolute():
+        cell_dir = Path.cwd() / cell_dir
     cell_dir.mkdir(parents=True, exist_ok=True)
-    existing = [p.parent for p in cell_dir.glob("*/checkpoint.pt")]
-    cmd = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--no-progress"]
-    if existing:  # continue an interrupted cell
-        cmd += ["--resume", str(existing[0])]
+    checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
+    cmd = [sys.executable, str(script), "--no-progress"]
+    if checkpoints:  # continue an interrupted cell
+        cmd += ["--resume", str(checkpoints[-1].parent)]
     else:
-        cmd += ["--dataset", dataset, "--seed", str(seed), "--total-steps", str(args.total_steps),
-                "--runs-dir", str(cell_dir), *flags]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    t0 = time.time()
+        cmd += ["--dataset", cell.dataset, "--seed", str(cell.seed), "--total-steps", str(total_steps),
+                "--runs-dir", str(cell_dir), *cell.flags]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = cell_dir / "log.txt"
+    t0 = time.time()
     with open(log, "a") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        f.write(f"$ {shlex.join(cmd)}  # on {host}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT)
+    wall_time_s = time.time() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"cell {algo} {dataset} seed {seed} failed (exit {proc.returncode}); see {log}")
-    result_file = next(cell_dir.glob("*/result.json"))
-    result = json.loads(result_file.read_text())
-    # Scores from the raw returns with the dataset's references as they are now, recorded with them (a
-    # rebuild during a long cell may have changed them; benchmarks/rescore.py updates older records).
-    data = load_dataset(dataset)
-    for ev in result["evals"]:
-        ev["score"] = float(data.normalized_score([ev["return"]])[0])
-    result["final_score"] = float(data.normalized_score([result["final_return"]])[0])
-    return {"algo": algo, "dataset": dataset, "seed": seed, "total_steps": args.total_steps, "flags": flags,
-            "command": shlex.join(["python", f"algorithms/{algo}.py", "--dataset", dataset, "--seed", str(seed),
-                                   "--total-steps", str(args.total_steps), *flags]),
-            "wall_time_s": time.time() - t0, "threads": args.threads,
-            "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score, **{k: v for k, v in result.items()
-                                                                         if k not in ("algo", "dataset", "seed")}}
+        return {"error": f"exit {proc.returncode}, log {log} on {host}", "log_tail": log_tail(log)}
+    results = sorted(cell_dir.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
+    if not results:
+        return {"error": f"finished but wrote no result.json under {cell_dir} on {host}", "log_tail": log_tail(log)}
+    try:
+        from common.data import load_dataset
+
+        result = json.loads(results[-1].read_text())
+        # Scores from the raw returns with the dataset's references as they are now, recorded with them (a
+        # rebuild during a long cell may have changed them; benchmarks/rescore.py updates older records).
+        data = load_dataset(cell.dataset)
+        for ev in result["evals"]:
+            ev["score"] = float(data.normalized_score([ev["return"]])[0])
+        result["final_score"] = float(data.normalized_score([result["final_return"]])[0])
+    except Exception as e:  # noqa: BLE001 -- reported as this cell's failure, the others go on
+        return {"error": f"could not score {results[-1]} on {host}: {e!r}", "log_tail": log_tail(log)}
+    if result.get("git_commit") is None:
+        result["git_commit"] = commit
+    return {"record": build_record(cell, total_steps, threads, result, wall_time_s,
+                                   data.ref_min_score, data.ref_max_score)}
+
+
+class Progress:
+    """Writes each outcome as it arrives: a record to the results file, or a failure report to stderr."""
+
+    def __init__(self, results: Path, total: int):
+        self.results, self.total, self.count, self.failed = results, total, 0, []
+
+    def __call__(self, cell: Cell, outcome: dict) -> None:
+        self.count += 1
+        if "record" in outcome:
+            rec = outcome["record"]
+            append_record(self.results, rec)
+            print(f"[{self.count}/{self.total}] done {cell}: score {rec['final_score']:.1f} "
+                  f"({rec['updates_per_s']:.0f} upd/s, {rec['wall_time_s'] / 60:.1f} min on {rec['host']})",
+                  flush=True)
+        else:
+            self.failed.append(cell)
+            tail = "\n".join("    " + line for line in outcome.get("log_tail", "").splitlines())
+            print(f"[{self.count}/{self.total}] FAILED {cell}: {outcome['error']}" + (f"\n{tail}" if tail else ""),
+                  file=sys.stderr, flush=True)
+
+
+def run_local(cells: list[Cell], args: Args, progress: Progress) -> None:
+    runs_dir = str(Path(args.runs_dir).resolve())
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        futures = {pool.submit(run_cell, c, args.total_steps, args.threads, runs_dir, str(ROOT)): c for c in cells}
+        for fut in as_completed(futures):
+            try:
+                outcome = fut.result()
+            except Exception as e:  # noqa: BLE001 -- a bug in run_cell fails its cell, not the grid
+                outcome = {"error": repr(e), "log_tail": ""}
+            progress(futures[fut], outcome)
+    finally:  # on Ctrl-C: start no more cells (the running ones got the SIGINT too)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) that nothing answers at: ray.init would retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"error: --ray-address {address!r} is not 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise SystemExit(f"error: nothing answers at Ray address {address!r} ({e}); is the cluster's head running "
+                         "(`ray start --head`)?") from None
+
+
+def run_ray(cells: list[Cell], args: Args, progress: Progress) -> None:
+    import ray
+    from ray.exceptions import RayError
+
+    env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
+    runtime_env: dict = {"env_vars": env_vars}
+    commit = None
+    if args.ray_ship_code:
+        from common.logging import git_commit
+
+        runtime_env["working_dir"] = str(ROOT)
+        runtime_env["excludes"] = [".git"]  # also Ray's default; .gitignore'd files stay behind too
+        commit = git_commit()
+        root, runs_dir = None, args.runs_dir
+    else:
+        root, runs_dir = str(ROOT), str(Path(args.runs_dir).resolve())
+    check_reachable(args.ray_address)
+    try:
+        ray.init(address=args.ray_address, runtime_env=runtime_env, logging_level="WARNING")
+    except Exception as e:  # noqa: BLE001 -- ConnectionError, ValueError, ... : one line for the user
+        raise SystemExit(f"error: cannot connect to the Ray cluster at {args.ray_address!r}: {e}") from None
+    try:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        if not any(r.get("CPU", 0) >= args.threads and r.get("GPU", 0) >= args.gpus_per_cell for r in nodes):
+            raise SystemExit(f"error: no node of the Ray cluster at {args.ray_address!r} has {args.threads} CPUs "
+                             f"and {args.gpus_per_cell} GPUs for a cell (nodes' CPUs, GPUs: "
+                             f"{[(r.get('CPU', 0), r.get('GPU', 0)) for r in nodes]})")
+        print(f"Ray cluster: {len(nodes)} nodes, {sum(r.get('CPU', 0) for r in nodes):.0f} CPUs, "
+              f"{args.threads} per cell", flush=True)
+        task = ray.remote(num_cpus=args.threads, num_gpus=args.gpus_per_cell)(run_cell)
+        pending = {task.remote(c, args.total_steps, args.threads, runs_dir, root, commit): c for c in cells}
+        while pending:  # records are written as they arrive, so an interrupted driver keeps every finished cell
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                cell = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except RayError as e:  # the task itself died (node lost, out of memory, ...)
+                    outcome = {"error": f"Ray task failed: {e}", "log_tail": ""}
+                progress(cell, outcome)
+    finally:
+        ray.shutdown()
 
 
 def main(args: Args) -> None:
@@ -110,6 +310,16 @@ def main(args: Args) -> None:
         if not (ROOT / "algorithms" / f"{algo}.py").exists():
             raise SystemExit(f"error: no algorithms/{algo}.py (available: "
                              f"{', '.join(sorted(p.stem for p in (ROOT / 'algorithms').glob('*.py')))})")
+    for e in args.extra:
+        if ":" not in e:
+            raise SystemExit(f"error: --extra {e!r} is not 'algo:--flag=value' (or '*:--flag=value')")
+    if args.threads < 1 or args.jobs < 1:
+        raise SystemExit(f"error: --threads and --jobs must be at least 1 (got {args.threads} and {args.jobs})")
+    if args.ray_address is None and (args.ray_ship_code or args.gpus_per_cell):
+        raise SystemExit("error: --ray-ship-code and --gpus-per-cell need --ray-address")
+    if args.ray_address is not None and args.jobs != 1:
+        raise SystemExit("error: --jobs is for local grids; on Ray the cluster's CPUs decide how many cells run "
+                         "at once (--threads CPUs each)")
     done = done_keys(results)
     cells = []
     for dataset in args.datasets:
@@ -117,26 +327,24 @@ def main(args: Args) -> None:
             flags = [e.split(":", 1)[1] for e in args.extra if e.split(":", 1)[0] in (algo, "*")]
             for seed in args.seeds:
                 if cell_key(algo, dataset, seed, args.total_steps, flags) not in done:
-                    cells.append((algo, dataset, seed, flags))
+                    cells.append(Cell(algo, dataset, seed, flags))
     print(f"{len(cells)} cells to run ({len(done)} already in {results})", flush=True)
     if args.dry_run:
         for c in cells:
-            print("  ", *c)
+            print("  ", c, *c.flags)
         return
-
-    def work(cell):
-        algo, dataset, seed, flags = cell
-        rec = run_cell(algo, dataset, seed, args, flags)
-        with open(results, "a") as f:  # one line per finished cell
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        print(f"done {algo} {dataset} seed {seed}: score {rec['final_score']:.1f} "
-              f"({rec['updates_per_s']:.0f} upd/s, {rec['wall_time_s'] / 60:.1f} min)", flush=True)
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for fut in [pool.submit(work, c) for c in cells]:
-            fut.result()
+    if not cells:
+        return
+    progress = Progress(results, len(cells))
+    try:
+        (run_local if args.ray_address is None else run_ray)(cells, args, progress)
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted: {progress.count - len(progress.failed)} of {len(cells)} cells finished and "
+                         f"are in {results}; the same command continues the grid") from None
+    if progress.failed:
+        raise SystemExit(f"error: {len(progress.failed)} of {len(cells)} cells failed (reported above): "
+                         + "; ".join(map(str, progress.failed)))
+    print(f"all {len(cells)} cells done -> {results}", flush=True)
 
 
 if __name__ == "__main__":
