@@ -21,7 +21,9 @@ that match its environment. Problems raise `DatasetError` with a message naming 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 from pathlib import Path
 
@@ -135,6 +137,19 @@ def _missing_message(dataset_id: str) -> str:
             f"  - local ids: {local}")
 
 
+@contextlib.contextmanager
+def _build_lock(dataset_id: str):
+    """An exclusive lock (fcntl, released when the process dies) on building one dataset id."""
+    root = datasets_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".build-{dataset_id.replace('/', '-')}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def load_minari(dataset_id: str, download: bool = False):
     """Open a Minari dataset by id: build a missing `stitch/` id, download others only if asked."""
     import minari
@@ -151,11 +166,13 @@ def load_minari(dataset_id: str, download: bool = False):
                 raise DatasetError(f"unknown stitch dataset {dataset_id!r}; the suite has: {', '.join(ids)}")
             from benchmarks.suite import build
 
-            print(f"[stitch] {dataset_id} is not built yet: building it now (one time)", flush=True)
-            try:
-                build(dataset_id, progress=True)
-            except (OSError, ValueError) as e:  # e.g. the behaviour policies are missing
-                raise DatasetError(f"could not build {dataset_id!r}: {e}") from e
+            with _build_lock(dataset_id):  # runs started together build a missing id once
+                if not _is_local(dataset_id):
+                    print(f"[stitch] {dataset_id} is not built yet: building it now (one time)", flush=True)
+                    try:
+                        build(dataset_id, progress=True)
+                    except (OSError, ValueError) as e:  # e.g. the behaviour policies are missing
+                        raise DatasetError(f"could not build {dataset_id!r}: {e}") from e
         elif download:
             try:
                 return minari.load_dataset(dataset_id, download=True)

@@ -211,6 +211,28 @@ def test_stitch_build_failure_is_a_dataset_error(minari_root, monkeypatch):
         load_dataset(dataset_id)
 
 
+def test_runs_started_together_build_a_missing_stitch_id_once(minari_root, monkeypatch):
+    import threading
+
+    import benchmarks.suite
+
+    dataset_id, calls = "stitch/hopper/random-v0", []
+
+    def slow_build(dataset_id, **kwargs):  # stands in for the real 1M-step build
+        calls.append(dataset_id)
+        time.sleep(0.5)
+        make_dataset(dataset_id, episodes=2, max_steps=20)
+    monkeypatch.setattr(benchmarks.suite, "build", slow_build)
+    loaded = []
+    threads = [threading.Thread(target=lambda: loaded.append(len(data_mod.load_dataset(dataset_id))))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [dataset_id] and len(loaded) == 2 and loaded[0] == loaded[1] > 0
+
+
 def nan_observation(ep, o, a, r):
     if ep == 2:
         o = o.copy()
