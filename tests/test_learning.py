@@ -60,7 +60,7 @@ OVERRIDES = {
     "cql": dict(bc_steps=1000, actor_lr=3e-4),
     "awr": dict(),
     "awac": dict(),
-    "crr": dict(),
+    "crr": dict(filter="binary"),  # the paper's 1[A > 0]: exp(A) at beta 1 passes even with A's sign flipped
     "sql": dict(),
     "eql": dict(),
     "xql": dict(),

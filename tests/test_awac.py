@@ -1,0 +1,214 @@
+"""algorithms/awac.py: losses and weights against hand-computed values, policy, smoke run, bad flags, CLI."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import tyro
+
+from algorithms import awac
+from common.checkpoints import CheckpointError, load_checkpoint
+from common.config import ArgumentError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "algorithms" / "awac.py"
+
+
+def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if minari_root is not None:
+        env["MINARI_DATASETS_PATH"] = str(minari_root)
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], check=False, capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses and weights, by hand
+# ----------------------------------------------------------------------------------------------
+def test_awac_weights_are_a_softmax_over_the_batch_times_its_size():
+    adv = torch.tensor([0.0, math.log(2.0), math.log(5.0)])
+    # lambda = 1: exp(A) = [1, 2, 5], sum 8 -> softmax [1/8, 2/8, 5/8]; times B = 3 -> [3/8, 6/8, 15/8]
+    torch.testing.assert_close(awac.awac_weights(adv, 1.0), torch.tensor([0.375, 0.75, 1.875]))
+    # lambda = 0.5 squares exp(A): [1, 4, 25], sum 30 -> 3 * [1, 4, 25] / 30 = [0.1, 0.4, 2.5]
+    torch.testing.assert_close(awac.awac_weights(adv, 0.5), torch.tensor([0.1, 0.4, 2.5]))
+    # the weights average to 1 and do not change when every advantage shifts by a constant (Z absorbs it)
+    torch.testing.assert_close(awac.awac_weights(adv + 7.0, 0.5).mean(), torch.tensor(1.0))
+    torch.testing.assert_close(awac.awac_weights(adv + 7.0, 0.5), torch.tensor([0.1, 0.4, 2.5]))
+    # large advantages do not overflow (softmax, not exp then normalize)
+    assert torch.isfinite(awac.awac_weights(torch.tensor([1000.0, 0.0]), 1.0)).all()
+
+
+def test_actor_loss():
+    log_prob = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    adv = torch.tensor([0.0, math.log(2.0), math.log(5.0)], requires_grad=True)
+    # lambda = 1: weights [3/8, 6/8, 15/8] (above); loss = -mean(w log pi)
+    #   = -(3/8 * -1 + 6/8 * -2 + 15/8 * -0.5) / 3 = (0.375 + 1.5 + 0.9375) / 3 = 2.8125 / 3 = 0.9375
+    loss = awac.actor_loss(log_prob, adv, 1.0)
+    torch.testing.assert_close(loss, torch.tensor(0.9375))
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, -torch.tensor([0.375, 0.75, 1.875]) / 3)
+    assert adv.grad is None  # weights carry no gradient into Q
+
+
+def test_q_loss():
+    q = torch.tensor([[1.0, 2.0], [0.0, 1.0]], requires_grad=True)  # [n=2 critics, B=2]
+    rew, done = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    next_q = torch.tensor([2.0, 5.0], requires_grad=True)  # min_j Qbar_j(s', a'), a' ~ pi(.|s')
+    # gamma = 0.5: y = r + gamma (1 - d) next_q = [1 + 0.5 * 2, 0 + 0] = [2, 0] (no entropy term: alpha = 0)
+    # critic 1: mean((1 - 2)^2, (2 - 0)^2) = 2.5; critic 2: mean((0 - 2)^2, (1 - 0)^2) = 2.5; sum 5
+    loss = awac.q_loss(q, rew, done, next_q, 0.5)
+    torch.testing.assert_close(loss, torch.tensor(5.0))
+    loss.backward()
+    torch.testing.assert_close(q.grad, torch.tensor([[-1.0, 2.0], [-2.0, 1.0]]))
+    assert next_q.grad is None
+
+
+def test_gaussian_policy_std_and_log_prob():
+    torch.manual_seed(0)
+    policy = awac.GaussianPolicy(obs_dim=4, act_dim=2, hidden=8)
+    obs, act = torch.randn(5, 4), torch.rand(5, 2) * 2 - 1
+    mean, log_std = policy(obs)
+    # log-std = -6 + 6 sigmoid(0) = -3 at init, state-independent
+    torch.testing.assert_close(log_std, torch.full((5, 2), -3.0))
+    torch.testing.assert_close(mean, torch.tanh(policy.mu(obs)))
+    with torch.no_grad():
+        policy.log_std_logits.copy_(torch.tensor([20.0, -20.0]))  # saturates at the bounds [-6, 0]
+    mean, log_std = policy(obs)
+    torch.testing.assert_close(log_std[0], torch.tensor([0.0, -6.0]), atol=1e-5, rtol=0)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(act).sum(-1)
+    torch.testing.assert_close(policy.log_prob(obs, act), expected)
+    torch.testing.assert_close(policy.act(obs), mean)  # evaluation uses the mean
+    assert len([m for m in policy.mu if isinstance(m, torch.nn.Linear)]) == 5  # 4 hidden layers + output
+
+
+def test_advantage_takes_the_min_of_the_twin_critics_at_both_actions():
+    q_data = torch.tensor([[1.0, 5.0], [2.0, 3.0]], requires_grad=True)  # [n=2 critics, B=2] at the data's actions
+    q_pi = torch.tensor([[0.0, 4.0], [2.0, 1.0]])  # at a~ ~ pi(.|s)
+    # min over critics: data [1, 3], sampled [0, 1] -> A = [1 - 0, 3 - 1] = [1, 2]
+    adv = awac.advantage(q_data, q_pi)
+    torch.testing.assert_close(adv, torch.tensor([1.0, 2.0]))
+    assert not adv.requires_grad
+
+
+def test_init_uses_the_true_fan_in():
+    torch.manual_seed(0)
+    q, policy = awac.EnsembleQ(obs_dim=3, act_dim=2, hidden=64), awac.GaussianPolicy(obs_dim=3, act_dim=2, hidden=64)
+    # first layers: U(+-1/sqrt(in)) = U(+-1/sqrt(5)) = U(+-0.447) for Q, U(+-0.577) for the policy, not rlkit's
+    # U(+-1/sqrt(out)) = U(+-0.125)
+    w_q, w_pi = q.net[0].weight, policy.mu[0].weight
+    assert 0.4 < w_q.abs().max() <= 1 / math.sqrt(5) and 0.5 < w_pi.abs().max() <= 1 / math.sqrt(3)
+    assert 0.1 < q.net[2].weight.abs().max() <= 0.125  # square hidden layers: 1/sqrt(64) either way
+    assert q.net[4].weight.abs().max() <= 3e-3 and policy.mu[-1].weight.abs().max() <= 1e-3
+    assert q.net[0].bias.abs().max() == 0 and policy.mu[0].bias.abs().max() == 0
+
+
+def test_policy_sample_is_mean_plus_std_noise():
+    torch.manual_seed(0)
+    policy = awac.GaussianPolicy(3, 2, 8)
+    obs = torch.randn(6, 3)
+    torch.manual_seed(1)
+    sample = policy.sample(obs)
+    mean, log_std = policy(obs)
+    torch.manual_seed(1)
+    torch.testing.assert_close(sample, mean + log_std.exp() * torch.randn_like(mean))  # a~ = mu + sigma eps, unclipped
+
+
+# ----------------------------------------------------------------------------------------------
+# Smoke: a few hundred updates end to end, in-process
+# ----------------------------------------------------------------------------------------------
+def test_train_smoke(tiny_hopper, tmp_path):
+    args = awac.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
+                     checkpoint_every=100, batch_size=64, hidden_dim=32, runs_dir=str(tmp_path / "runs"),
+                     progress=False)
+    result = awac.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("awac__test-hopper-tiny-v0__s0__")
+
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
+    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/q" in r]
+    assert [r["step"] for r in losses] == [50, 100, 150, 200]
+    for r in losses:
+        for key in ("loss/q", "loss/actor", "adv_mean", "weight_max"):
+            assert math.isfinite(r[key]), (key, r)
+    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 200
+    assert all(torch.isfinite(t).all() for name in ("q", "q_target", "policy") for t in ckpt[name].values())
+    assert ckpt["pi_opt"]["param_groups"][0]["weight_decay"] == 1e-4
+    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+
+    again = awac.train(awac.Args(resume=str(run_dir), progress=False))
+    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, flag", [
+    ("batch_size", -1, "--batch-size"), ("awac_lambda", 0.0, "--awac-lambda"), ("awac_lambda", -1.0, "--awac-lambda"),
+    ("actor_weight_decay", -1e-4, "--actor-weight-decay"), ("hidden_dim", 0, "--hidden-dim"),
+    ("tau", 0.0, "--tau"), ("gamma", 1.0, "--gamma"), ("actor_lr", 0.0, "--actor-lr"),
+])
+def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
+    args = dataclasses.replace(awac.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
+                               **{field: value})
+    with pytest.raises(ArgumentError) as e:
+        awac.train(args)
+    assert str(e.value).startswith(flag + " ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_flag_is_one_line_without_traceback(minari_root):
+    proc = cli("--awac-lambda", "0", "--dataset", "test/none-v0", minari_root=minari_root)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: --awac-lambda must be positive, got 0.0"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_lists_every_field(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        tyro.cli(awac.Args, args=["--help"])
+    assert e.value.code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    docs = field_docstrings(SCRIPT)
+    for field in dataclasses.fields(awac.Args):
+        flag = "--" + field.name.replace("_", "-")
+        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
+        assert field.name in docs, f"Args.{field.name} has no docstring"
+        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
+    assert "--no-progress" in text
+
+
+def field_docstrings(script: Path) -> dict[str, str]:
+    tree = ast.parse(script.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    docs = {}
+    for a, b in zip(cls.body, cls.body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    return docs
+
+
+def test_resume_from_another_algorithms_checkpoint(tmp_path):
+    from common.checkpoints import save_checkpoint
+
+    other = tmp_path / "runs" / "iql__run"
+    save_checkpoint(other / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
+    with pytest.raises(CheckpointError, match="belongs to iql, not awac"):
+        awac.train(awac.Args(resume=str(other), progress=False))

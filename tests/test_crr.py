@@ -1,0 +1,247 @@
+"""algorithms/crr.py: losses, filters and advantage against hand-computed values, policy, smoke runs, bad flags."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import tyro
+
+from algorithms import crr
+from common.checkpoints import CheckpointError, load_checkpoint
+from common.config import ArgumentError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "algorithms" / "crr.py"
+
+
+def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if minari_root is not None:
+        env["MINARI_DATASETS_PATH"] = str(minari_root)
+    return subprocess.run([sys.executable, str(SCRIPT), *flags], check=False, capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses, advantage and filters, by hand
+# ----------------------------------------------------------------------------------------------
+def test_q_loss():
+    q = torch.tensor([1.0, 2.0], requires_grad=True)
+    rew, done = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    next_q = torch.tensor([2.0, 5.0], requires_grad=True)  # Qbar(s', a'), a' ~ pibar(.|s')
+    # gamma = 0.5: y = [1 + 0.5 * 2, 0 + 0] = [2, 0]; 1/2 mean((1 - 2)^2, (2 - 0)^2) = 1/2 * 2.5 = 1.25
+    loss = crr.q_loss(q, rew, done, next_q, 0.5)
+    torch.testing.assert_close(loss, torch.tensor(1.25))
+    loss.backward()
+    # d/dq = (q - y) / B = [-0.5, 1]: the 1/2 makes the gradient the TD error; no gradient into the target
+    torch.testing.assert_close(q.grad, torch.tensor([-0.5, 1.0]))
+    assert next_q.grad is None
+
+
+# Q(s, a) of the data's actions and of m = 4 policy samples per state, B = 2 states
+Q_DATA = torch.tensor([1.5, 4.0])
+Q_SAMPLES = torch.tensor([[0.0, 3.0], [2.0, 1.0], [1.0, 2.0], [1.0, 6.0]])  # [m, B]
+
+
+def test_advantage_mean_and_max():
+    # mean over samples: [(0 + 2 + 1 + 1) / 4, (3 + 1 + 2 + 6) / 4] = [1, 3] -> A = [1.5 - 1, 4 - 3] = [0.5, 1]
+    torch.testing.assert_close(crr.advantage(Q_DATA, Q_SAMPLES, "mean"), torch.tensor([0.5, 1.0]))
+    # max over samples: [2, 6] -> A = [1.5 - 2, 4 - 6] = [-0.5, -2]
+    torch.testing.assert_close(crr.advantage(Q_DATA, Q_SAMPLES, "max"), torch.tensor([-0.5, -2.0]))
+    q_data = Q_DATA.clone().requires_grad_()
+    assert not crr.advantage(q_data, Q_SAMPLES, "mean").requires_grad  # no gradient into Q
+
+
+def test_exp_and_binary_filters():
+    adv = torch.tensor([0.0, math.log(2.0), math.log(30.0), -math.log(4.0)])
+    # exp, beta = 1: min(exp(A), 20) = [1, 2, min(30, 20), 1/4] = [1, 2, 20, 0.25]
+    torch.testing.assert_close(crr.crr_filter(adv, "exp", 1.0, 20.0), torch.tensor([1.0, 2.0, 20.0, 0.25]))
+    # exp, beta = 0.5: exp(2 A) = [1, 4, 900 -> 20, 1/16]
+    torch.testing.assert_close(crr.crr_filter(adv, "exp", 0.5, 20.0), torch.tensor([1.0, 4.0, 20.0, 0.0625]))
+    # binary: 1[A > 0] = [0 (A = 0 is not > 0), 1, 1, 0]; beta and the clip play no part
+    torch.testing.assert_close(crr.crr_filter(adv, "binary", 0.5, 1.0), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    # on the advantages above: CRR(mean) keeps both actions, CRR(max) neither
+    torch.testing.assert_close(crr.crr_filter(crr.advantage(Q_DATA, Q_SAMPLES, "mean"), "binary", 1.0, 20.0),
+                               torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(crr.crr_filter(crr.advantage(Q_DATA, Q_SAMPLES, "max"), "binary", 1.0, 20.0),
+                               torch.tensor([0.0, 0.0]))
+
+
+def test_actor_loss():
+    log_prob = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    weight = torch.tensor([1.0, 0.0, 20.0], requires_grad=True)
+    # -mean(1 * -1, 0 * -2, 20 * -0.5) = (1 + 0 + 10) / 3 = 11 / 3
+    loss = crr.actor_loss(log_prob, weight)
+    torch.testing.assert_close(loss, torch.tensor(11.0 / 3))
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, torch.tensor([-1.0, 0.0, -20.0]) / 3)
+    assert weight.grad is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Policy
+# ----------------------------------------------------------------------------------------------
+def standard_policy() -> crr.TanhGaussianPolicy:
+    """A policy whose pre-tanh distribution is N(0, 1) in every state."""
+    policy = crr.TanhGaussianPolicy(obs_dim=3, act_dim=2, hidden=8)
+    with torch.no_grad():
+        policy.loc.weight.zero_(), policy.loc.bias.zero_(), policy.scale.weight.zero_()
+        policy.scale.bias.fill_(math.log(math.expm1(1.0 - crr.MIN_SCALE)))  # softplus(x) + 1e-3 = 1
+    return policy
+
+
+def test_log_prob_inside_the_clip_is_the_tanh_gaussian_density():
+    torch.manual_seed(0)
+    policy = crr.TanhGaussianPolicy(obs_dim=3, act_dim=2, hidden=8)
+    obs, act = torch.randn(5, 3), torch.rand(5, 2) * 1.8 - 0.9
+    loc, scale = policy(obs)
+    assert (scale > crr.MIN_SCALE).all()
+    dist = torch.distributions.TransformedDistribution(torch.distributions.Normal(loc, scale),
+                                                       torch.distributions.TanhTransform())
+    torch.testing.assert_close(policy.log_prob(obs, act), dist.log_prob(act).sum(-1))
+    torch.testing.assert_close(policy.act(obs), torch.tanh(loc))  # evaluation: the mode tanh(loc)
+
+
+def test_log_prob_at_the_bounds_uses_the_tail_mass():
+    policy = standard_policy()
+    obs = torch.zeros(1, 3)
+    # z ~ N(0, 1); a = 1 lies at the clip 0.999, u = atanh(0.999) = 3.8002:
+    #   log P(z > u) - log(1 - 0.999) = log(0.5 erfc(u / sqrt 2)) + log(1000) = -9.535 + 6.908 = -2.627
+    u = math.atanh(0.999)
+    tail = math.log(0.5 * math.erfc(u / math.sqrt(2))) - math.log(1e-3)
+    assert tail == pytest.approx(-2.627, abs=1e-3)
+    # the two dimensions: a = (1, -1) -> both tails (symmetric); a = (1, 0) -> tail + log N(0; 0, 1) (log 1 = 0)
+    got = policy.log_prob(obs.expand(2, 3), torch.tensor([[1.0, -1.0], [1.0, 0.0]]))
+    torch.testing.assert_close(got, torch.tensor([2 * tail, tail - 0.5 * math.log(2 * math.pi)]))
+    # actions beyond the clip (0.9995) get the same tail value, and the loss still has finite gradients
+    policy.zero_grad()
+    lp = policy.log_prob(obs, torch.tensor([[0.9995, -1.0]]))
+    torch.testing.assert_close(lp, torch.tensor([2 * tail]))
+    lp.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in policy.parameters() if p.grad is not None)
+    assert policy.loc.bias.grad.abs().sum() > 0
+
+
+def test_samples_are_squashed_and_shaped():
+    torch.manual_seed(0)
+    policy = crr.TanhGaussianPolicy(obs_dim=3, act_dim=2, hidden=8)
+    obs = torch.randn(5, 3)
+    a = policy.sample(obs, 4)
+    assert a.shape == (4, 5, 2) and (a.abs() < 1).all()
+    assert policy.sample(obs).shape == (5, 2)
+    assert not torch.equal(a[0], a[1])  # independent samples per state
+
+
+# ----------------------------------------------------------------------------------------------
+# Smoke: end to end, in-process
+# ----------------------------------------------------------------------------------------------
+def test_train_smoke(tiny_hopper, tmp_path):
+    args = crr.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
+                    checkpoint_every=100, hidden_dim=32, batch_size=64, runs_dir=str(tmp_path / "runs"),
+                    progress=False)
+    result = crr.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("crr__test-hopper-tiny-v0__s0__")
+
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
+    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/q" in r]
+    assert [r["step"] for r in losses] == [50, 100, 150, 200]
+    for r in losses:
+        for key in ("loss/q", "loss/actor", "adv_mean", "weight_mean"):
+            assert math.isfinite(r[key]), (key, r)
+        assert 0 < r["weight_mean"] <= 20.0
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 200
+    assert all(torch.isfinite(t).all() for name in ("q", "policy") for t in ckpt[name].values())
+    # step 200 is a multiple of the target period (100): the targets are exact copies
+    for name in ("q", "policy"):
+        for k, v in ckpt[name].items():
+            assert torch.equal(ckpt[name + "_target"][k], v), (name, k)
+    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+
+    again = crr.train(crr.Args(resume=str(run_dir), progress=False))
+    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
+
+
+def test_binary_max_variant_and_stale_targets_between_copies(tiny_hopper, tmp_path):
+    args = crr.Args(dataset=tiny_hopper, total_steps=30, target_update_every=20, filter="binary", advantage="max",
+                    eval_every=30, eval_episodes=1, hidden_dim=16, batch_size=32, runs_dir=str(tmp_path / "runs"),
+                    progress=False)
+    assert math.isfinite(crr.train(args)["final_score"])
+    ckpt = load_checkpoint(next((tmp_path / "runs").iterdir()) / "checkpoint.pt")
+    # the last copy was at step 20; ten more updates have moved the online networks away from their targets
+    for name in ("q", "policy"):
+        assert any(not torch.equal(ckpt[name + "_target"][k], v) for k, v in ckpt[name].items()), name
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, flag", [
+    ("batch_size", -1, "--batch-size"), ("filter", "softmax", "--filter"), ("advantage", "min", "--advantage"),
+    ("num_action_samples", 0, "--num-action-samples"), ("beta", 0.0, "--beta"), ("max_weight", 0.0, "--max-weight"),
+    ("target_update_every", 0, "--target-update-every"), ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"),
+])
+def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
+    args = dataclasses.replace(crr.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
+                               **{field: value})
+    with pytest.raises(ArgumentError) as e:
+        crr.train(args)
+    assert str(e.value).startswith(flag + " ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_flag_is_one_line_without_traceback(minari_root):
+    proc = cli("--num-action-samples", "0", "--dataset", "test/none-v0", minari_root=minari_root)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: --num-action-samples must be an integer >= 1, got 0"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_lists_every_field(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        tyro.cli(crr.Args, args=["--help"])
+    assert e.value.code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    docs = field_docstrings(SCRIPT)
+    for field in dataclasses.fields(crr.Args):
+        flag = "--" + field.name.replace("_", "-")
+        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
+        assert field.name in docs, f"Args.{field.name} has no docstring"
+        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
+    assert "--no-progress" in text
+
+
+def field_docstrings(script: Path) -> dict[str, str]:
+    tree = ast.parse(script.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    docs = {}
+    for a, b in zip(cls.body, cls.body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = b.value.value
+    return docs
+
+
+def test_resume_from_another_algorithms_checkpoint(tmp_path):
+    from common.checkpoints import save_checkpoint
+
+    other = tmp_path / "runs" / "iql__run"
+    save_checkpoint(other / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
+    with pytest.raises(CheckpointError, match="belongs to iql, not crr"):
+        crr.train(crr.Args(resume=str(other), progress=False))
