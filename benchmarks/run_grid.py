@@ -37,6 +37,7 @@ passed on to the cells.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
@@ -117,16 +118,19 @@ def done_keys(results: Path) -> set[str]:
 
 
 def append_record(results: Path, rec: dict) -> None:
-    """Add one line to the results file atomically: the file is rewritten to a temporary file, then renamed."""
-    old = results.read_text() if results.exists() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    tmp = results.with_name(results.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(old + json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, results)
+    """Add one line to the results file atomically: the file is rewritten to a temporary file, then renamed,
+    under an exclusive lock, so grids sharing a results file never lose each other's lines."""
+    with open(results.with_name(results.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = results.read_text() if results.exists() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        tmp = results.with_name(results.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(old + json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, results)
 
 
 def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_time_s: float,
