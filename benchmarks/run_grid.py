@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -155,6 +156,14 @@ def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def cell_dir_name(cell: Cell, total_steps: int) -> str:
+    """The cell's run-folder name; cells that differ only in their flags get different folders (a hash of them)."""
+    name = f"{cell.algo}__{cell.dataset.replace('/', '-')}__s{cell.seed}__{total_steps}"
+    if cell.flags:
+        name += "__" + hashlib.sha1(json.dumps(sorted(cell.flags)).encode()).hexdigest()[:8]
+    return name
+
+
 def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: str | None = None,
              commit: str | None = None) -> dict:
     """Run one cell as a subprocess and return {"record": ...}, or {"error": ..., "log_tail": ...} if it failed.
@@ -171,7 +180,7 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
     if not script.exists():
         return {"error": f"no {script} on {host}: the repository must be at the same path on every node "
                          "(or use --ray-ship-code)", "log_tail": ""}
-    cell_dir = Path(runs_dir) / f"{cell.algo}__{cell.dataset.replace('/', '-')}__s{cell.seed}__{total_steps}"
+    cell_dir = Path(runs_dir) / cell_dir_name(cell, total_steps)
     if not cell_dir.is_absolute():
         cell_dir = Path.cwd() / cell_dir
     cell_dir.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,14 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_hopper, tmp_path):
     assert "0 cells to run (2 already" in second.stdout
     assert len(results.read_text().splitlines()) == 2
 
+    # the same cell with one more flag is another run in its own folder, not the finished one resumed
+    variant = run([*grid[:5], "--seeds", "0", *grid[8:], "bc:--top-fraction=0.5"], env)
+    assert variant.returncode == 0, variant.stderr
+    assert "1 cells to run" in variant.stdout
+    extra = json.loads(results.read_text().splitlines()[2])
+    assert extra["flags"][-1] == "--top-fraction=0.5" and extra["args"]["top_fraction"] == 0.5
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))  # back to the two plain cells
+
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
     rep = run(["benchmarks/report.py", str(results), "--readme", str(readme)], env)
