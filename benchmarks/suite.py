@@ -1,4 +1,4 @@
-"""The `stitch/` dataset suite: D4RL's five levels, rebuilt locally from shipped behaviour policies.
+"""The `stitch/` dataset suite: D4RL's five levels, rebuilt locally from shipped behaviour policies, and PointMaze.
 
 Every id is `stitch/<env>/<level>-v0`. An environment is one entry of `ENVS` (a Gymnasium id and the
 folder of behaviour policies that `benchmarks/select_policies.py` wrote for it); every environment
@@ -29,6 +29,11 @@ the group structure alone fixes which episodes share a batch and every seed: reb
 byte-identical arrays for any number of workers on the same machine and torch build. (Changing
 GROUP_ENVS or GROUP_STEPS changes the data: batched matmuls round differently, and MuJoCo amplifies it.)
 
+`stitch/pointmaze/{umaze,medium,large}[-dense]-v0` are D4RL maze2d-style datasets in gymnasium-robotics'
+PointMaze: a grid planner and a PD controller driving to random goal cells, logged continuously, rewards
+for the evaluation goal. How they are made is `benchmarks/maze.py`'s docstring; here they are built in
+parallel segments and written like the other levels.
+
 Datasets are created with `minari.create_dataset_from_buffers` in a hidden temporary Minari root
 inside the real one; episodes are appended as their groups arrive (by `_EpisodeWriter`, Minari's
 HDF5 layout written through h5py's low-level API, about 3x faster than Minari's writer), and the
@@ -39,6 +44,7 @@ dataset behind. Summary statistics go into the dataset's metadata (key `stitch`)
 Usage:
     python benchmarks/suite.py list
     python benchmarks/suite.py build stitch/hopper/medium-replay-v0
+    python benchmarks/suite.py build stitch/pointmaze/umaze-v0
     python benchmarks/suite.py build --all [--force] [--workers 2]
     python benchmarks/suite.py cards          # writes benchmarks/DATASETS.md
 """
@@ -71,6 +77,7 @@ from minari.storage import get_dataset_path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import maze  # noqa: E402
 from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
 
 POLICY_ROOT = Path(__file__).resolve().parent / "policies"
@@ -91,7 +98,7 @@ ENVS: dict[str, SuiteEnv] = {
 }
 LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 VERSION = 0
-SUITE_IDS = tuple(f"stitch/{env}/{level}-v{VERSION}" for env in ENVS for level in LEVELS)
+SUITE_IDS = tuple(f"stitch/{env}/{level}-v{VERSION}" for env in ENVS for level in LEVELS) + maze.MAZE_IDS
 
 STEPS_PER_LEVEL = 1_000_000
 GROUP_ENVS = 16       # environments stepped together in a lockstep group
@@ -103,7 +110,8 @@ GROUP_STEPS = 50_000  # steps per lockstep group (a stream of 1M steps has 20)
 # ----------------------------------------------------------------------------------------------
 
 def parse_id(dataset_id: str) -> tuple[str, str]:
-    """`stitch/hopper/medium-v0` -> ("hopper", "medium"); ValueError for anything not in SUITE_IDS."""
+    """`stitch/hopper/medium-v0` -> ("hopper", "medium"), `stitch/pointmaze/umaze-dense-v0` -> ("pointmaze",
+    "umaze-dense"); ValueError for anything not in SUITE_IDS."""
     if dataset_id not in SUITE_IDS:
         raise ValueError(f"unknown stitch dataset id {dataset_id!r}; the suite has: {', '.join(SUITE_IDS)}")
     _, env_name, name = dataset_id.split("/")
@@ -337,21 +345,22 @@ def _close_envs() -> None:
 
 
 @contextlib.contextmanager
-def _group_results(tasks: list[GroupTask], workers: int) -> Iterator[Iterator[list[Episode]]]:
-    """Each task's episodes, in task order, computed here (workers <= 1) or by a spawned pool of
-    `workers` processes (one torch thread each). Either way, the same arrays."""
+def _group_results(tasks: list, workers: int, run: Callable = _run_task) -> Iterator[Iterator]:
+    """`run(task)` of each task (by default a GroupTask's episodes), in task order, computed here
+    (workers <= 1) or by a spawned pool of `workers` processes (one torch thread each). Either way, the
+    same arrays."""
     workers = min(workers, len(tasks))
     if workers <= 1:
         threads = torch.get_num_threads()
         _init_worker()
         try:
-            yield map(_run_task, tasks)
+            yield map(run, tasks)
         finally:
             torch.set_num_threads(threads)
             _close_envs()
     else:
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            yield pool.imap(_run_task, tasks)  # the pool is terminated on leaving, even on an error
+            yield pool.imap(run, tasks)  # the pool is terminated on leaving, even on an error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +372,9 @@ class _EpisodeWriter:
     out (group `episode_<id>` with int64 attributes id, seed and total_steps and one dataset per field),
     at under a third of its cost: h5py's low-level API, and contiguous datasets instead of resizable
     chunked ones (Minari resizes only to extend an existing episode in place; the chunk indexes also
-    made the files about 3.5x larger). `minari.load_dataset` reads the result like any Minari dataset."""
+    made the files about 3.5x larger). `minari.load_dataset` reads the result like any Minari dataset.
+    A dict field (PointMaze's observations) is a group with one dataset per key, as Minari lays it out;
+    an episode whose `seed` is None (it continues the one before, without a reset) gets no seed attribute."""
 
     FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 
@@ -389,19 +400,28 @@ class _EpisodeWriter:
     def __exit__(self, *exc) -> None:
         self.file.close()
 
-    def write(self, ep: Episode) -> None:
+    def write(self, ep: Episode | maze.Episode) -> None:
         group = h5py.h5g.create(self.file.id, f"episode_{self.episodes}".encode(), gcpl=self._gcpl)
         for name, value in ((b"id", self.episodes), (b"seed", ep.seed), (b"total_steps", len(ep))):
-            h5py.h5a.create(group, name, self._int64, self._scalar).write(np.array(value, np.int64))
+            if value is not None:
+                h5py.h5a.create(group, name, self._int64, self._scalar).write(np.array(value, np.int64))
         for name in self.FIELDS:
-            data = np.ascontiguousarray(getattr(ep, name))
-            tid = self._types.get(data.dtype)
-            if tid is None:
-                tid = self._types[data.dtype] = h5py.h5t.py_create(data.dtype, logical=True)
-            h5py.h5d.create(group, name.encode(), tid, h5py.h5s.create_simple(data.shape), dcpl=self._dcpl).write(
-                h5py.h5s.ALL, h5py.h5s.ALL, data)
+            self._write_field(group, name, getattr(ep, name))
         self.episodes += 1
         self.steps += len(ep)
+
+    def _write_field(self, group, name: str, value: np.ndarray | dict) -> None:
+        if isinstance(value, dict):
+            subgroup = h5py.h5g.create(group, name.encode(), gcpl=self._gcpl)
+            for key in sorted(value):
+                self._write_field(subgroup, key, value[key])
+            return
+        data = np.ascontiguousarray(value)
+        tid = self._types.get(data.dtype)
+        if tid is None:
+            tid = self._types[data.dtype] = h5py.h5t.py_create(data.dtype, logical=True)
+        h5py.h5d.create(group, name.encode(), tid, h5py.h5s.create_simple(data.shape), dcpl=self._dcpl).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,16 +477,59 @@ def default_workers() -> int:
     return min(os.cpu_count() or 1, 2)
 
 
+@contextlib.contextmanager
+def _new_dataset(dataset_id: str, *, force: bool, **create_kwargs) -> Iterator:
+    """The storage of a new, empty HDF5 dataset (`minari.create_dataset_from_buffers(dataset_id, buffer=[],
+    **create_kwargs)`), made in a hidden temporary root inside the real one (Minari skips hidden folders)
+    and moved under its id with one rename when the block completes; on an error nothing is left behind."""
+    target = dataset_dir(dataset_id)
+    if target.exists() and not force:
+        raise FileExistsError(f"{dataset_id} already exists at {target}; pass force=True (--force) to rebuild it")
+    root = dataset_dir("")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".stitch-build-", dir=root))
+    saved_root = os.environ.get("MINARI_DATASETS_PATH")
+    try:
+        os.environ["MINARI_DATASETS_PATH"] = str(tmp_root)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="`author_email` is set to None")
+                storage = minari.create_dataset_from_buffers(
+                    dataset_id, buffer=[], author="Stitch", code_permalink=CODE_PERMALINK, data_format="hdf5",
+                    **create_kwargs).storage
+        finally:
+            if saved_root is None:
+                del os.environ["MINARI_DATASETS_PATH"]
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = saved_root
+        yield storage
+        namespace = dataset_id.rsplit("/", 1)[0]
+        if namespace not in list_local_namespaces():
+            create_namespace(namespace)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # force: park the old dataset in the temporary root, deleted below
+            os.rename(target, tmp_root / "replaced")
+        os.rename(tmp_root / dataset_id, target)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _return_stats(returns: list[float]) -> dict:
+    r = np.array(returns)
+    return {"return_mean": float(r.mean()), "return_std": float(r.std()), "return_min": float(r.min()),
+            "return_max": float(r.max())}
+
+
 def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
           policy_dir: str | Path | None = None, seed: int = 0, force: bool = False,
           workers: int | None = None) -> None:
     """Build `dataset_id` (one of SUITE_IDS) into the current Minari root.
 
     n_steps: steps per level instead of 1M (medium-expert: per half; medium-replay: keep only its
-    first n_steps steps). policy_dir: the policies to use instead of the shipped ones. force:
-    replace an existing dataset (otherwise FileExistsError). workers: processes running the
-    lockstep groups (default min(cpu count, 2); 1 runs them in this process); the arrays are the
-    same whatever the number.
+    first n_steps steps; pointmaze: the dataset's steps). policy_dir: the policies to use instead of
+    the shipped ones (not used by pointmaze). force: replace an existing dataset (otherwise
+    FileExistsError). workers: processes running the lockstep groups or maze segments (default
+    min(cpu count, 2); 1 runs them in this process); the arrays are the same whatever the number.
     """
     env_name, level = parse_id(dataset_id)
     if n_steps is not None and n_steps < 1:
@@ -474,6 +537,8 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if env_name == "pointmaze":
+        return _build_maze(dataset_id, progress=progress, n_steps=n_steps, seed=seed, force=force, workers=workers)
     suite_env = ENVS[env_name]
     policy_dir = Path(policy_dir) if policy_dir is not None else suite_env.policy_dir
     manifest = load_manifest(policy_dir)
@@ -501,29 +566,11 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
                    f"expert with sampled actions (ref_max).")
     env_spec = gym.spec(suite_env.env_id)
 
-    # Write into a hidden temporary root inside the real one (Minari skips hidden folders), then move
-    # the finished dataset under its id with one rename. Episodes are written as their groups arrive.
-    root = dataset_dir("")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".stitch-build-", dir=root))
-    saved_root = os.environ.get("MINARI_DATASETS_PATH")
-    try:
-        os.environ["MINARI_DATASETS_PATH"] = str(tmp_root)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="`author_email` is set to None")
-                storage = minari.create_dataset_from_buffers(
-                    dataset_id, buffer=[], env=env_spec, eval_env=env_spec,
-                    algorithm_name=label if level == "random" else f"SAC: {label}", author="Stitch",
-                    code_permalink=CODE_PERMALINK, observation_space=observation_space,
-                    ref_min_score=float(manifest["ref_min_score"]), ref_max_score=float(manifest["ref_max_score"]),
-                    description=description, data_format="hdf5").storage
-        finally:
-            if saved_root is None:
-                del os.environ["MINARI_DATASETS_PATH"]
-            else:
-                os.environ["MINARI_DATASETS_PATH"] = saved_root
-
+    # Episodes are written as their groups arrive; the dataset appears under its id only when complete.
+    with _new_dataset(dataset_id, force=force, env=env_spec, eval_env=env_spec,
+                      algorithm_name=label if level == "random" else f"SAC: {label}",
+                      observation_space=observation_space, ref_min_score=float(manifest["ref_min_score"]),
+                      ref_max_score=float(manifest["ref_max_score"]), description=description) as storage:
         stream_steps = {stream: steps for stream, _, steps in plan}
         written = dict.fromkeys(stream_steps, 0)
         returns = []
@@ -543,21 +590,62 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
                     bar.update(len(ep))
         assert written == stream_steps, (written, stream_steps)
 
-        returns = np.array(returns)
         stats = {"level": level, "policy": label, "seed": seed, "episodes": writer.episodes, "steps": writer.steps,
-                 "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-                 "return_min": float(returns.min()), "return_max": float(returns.max())}
+                 **_return_stats(returns)}
         storage.update_metadata({"total_steps": writer.steps, "total_episodes": writer.episodes,
                                  "dataset_size": storage.get_size(), "stitch": stats})
-        namespace = dataset_id.rsplit("/", 1)[0]
-        if namespace not in list_local_namespaces():
-            create_namespace(namespace)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # force: park the old dataset in the temporary root, deleted below
-            os.rename(target, tmp_root / "replaced")
-        os.rename(tmp_root / dataset_id, target)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _build_maze(dataset_id: str, *, progress: bool, n_steps: int | None, seed: int, force: bool,
+                workers: int) -> None:
+    """Build a `stitch/pointmaze/...` id (see benchmarks/maze.py): the reference episodes first, then the
+    data segments, all in the pool; the dataset stores the evaluation env (goal and reset cell fixed)."""
+    target = dataset_dir(dataset_id)
+    if target.exists() and not force:
+        raise FileExistsError(f"{dataset_id} already exists at {target}; pass force=True (--force) to rebuild it")
+    task_maze, dense = maze.parse_id(dataset_id)
+    n_steps = maze.STEPS if n_steps is None else n_steps
+    spec = maze.env_spec(task_maze, dense)
+    env = gym.make(spec)
+    observation_space = env.observation_space
+    env.close()
+    tasks = maze.build_tasks(task_maze, dense, seed, n_steps, maze.REF_EPISODES)
+    ref_tasks = [t for t in tasks if t.kind != "data"]
+    label, description = maze.describe(task_maze, dense)
+
+    ref: dict[str, list[float]] = {"random": [], "planner": []}
+    returns, reached, abandoned = [], [], 0
+    ref_steps = sum(t.n for t in ref_tasks) * task_maze.episode_steps
+    with (_group_results(tasks, workers, run=maze.run_task) as results,
+          tqdm(total=ref_steps + n_steps, desc=dataset_id, unit="step", disable=not progress,
+               dynamic_ncols=True) as bar):
+        results = iter(results)
+        for task in ref_tasks:  # they come first
+            ref[task.kind] += next(results)
+            bar.update(task.n * task_maze.episode_steps)
+        with _new_dataset(dataset_id, force=force, env=spec, eval_env=spec, algorithm_name=label,
+                          observation_space=observation_space, ref_min_score=float(np.mean(ref["random"])),
+                          ref_max_score=float(np.mean(ref["planner"])), description=description) as storage:
+            with _EpisodeWriter(storage) as writer:
+                for segment in results:
+                    for ep in segment.episodes:
+                        writer.write(ep)
+                        returns.append(ep.rewards.sum())
+                        bar.update(len(ep))
+                    reached += segment.goals_reached
+                    abandoned += segment.goals_abandoned
+            assert writer.steps == n_steps, (writer.steps, n_steps)
+            stats = {"level": dataset_id.split("/")[-1].rsplit("-v", 1)[0], "policy": label, "seed": seed,
+                     "episodes": writer.episodes, "steps": writer.steps, **_return_stats(returns),
+                     "maze": task_maze.name, "reward": "dense" if dense else "sparse",
+                     "episode_steps": task_maze.episode_steps, "goal_cell": list(task_maze.goal_cell),
+                     "reset_cell": list(task_maze.reset_cell), "goals_reached": len(reached),
+                     "goal_cells_reached": len(set(reached)), "open_cells": len(task_maze.open_cells),
+                     "goals_abandoned": abandoned,
+                     "ref_random": {"episodes": len(ref["random"]), **_return_stats(ref["random"])},
+                     "ref_planner": {"episodes": len(ref["planner"]), **_return_stats(ref["planner"])}}
+            storage.update_metadata({"total_steps": writer.steps, "total_episodes": writer.episodes,
+                                     "dataset_size": storage.get_size(), "stitch": stats})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,7 +663,7 @@ def info(dataset_id: str) -> dict:
         row.update(ref_min_score=meta.get("ref_min_score"), ref_max_score=meta.get("ref_max_score"),
                    episodes=meta["total_episodes"], steps=meta["total_steps"],
                    size_mb=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6)
-    else:
+    elif env_name in ENVS:  # pointmaze's reference scores are measured when it is built
         manifest_path = ENVS[env_name].policy_dir / "manifest.json"
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
@@ -632,6 +720,21 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
         if manifest.get("provisional"):
             notes.append(f"**{name} is provisional:** {manifest['provisional']}")
     lines += [""] + notes
+    mazes = [row for row in map(info, maze.MAZE_IDS) if row["built"]]
+    if mazes:
+        lines += ["", "## PointMaze", "",
+                  "Built by `benchmarks/maze.py` (see its docstring): the behaviour drives to uniformly random open "
+                  "cells, not to the evaluation goal. Reference scores are mean returns over 100 evaluation episodes "
+                  "(start at the reset cell, goal cell fixed): uniform random actions (ref_min), the planner + PD "
+                  "controller driving to the goal without noise (ref_max). Cells are (row, col).", "",
+                  "| dataset | reward | episode steps | reset -> goal | goals reached (cells of open) | "
+                  "ref_min (random) | ref_max (planner) |", "|---|---|---:|---|---:|---:|---:|"]
+        for row in mazes:
+            lo, hi = row["ref_random"], row["ref_planner"]
+            lines.append(f"| `{row['id']}` | {row['reward']} | {row['episode_steps']} | {tuple(row['reset_cell'])} -> "
+                         f"{tuple(row['goal_cell'])} | {row['goals_reached']:,} ({row['goal_cells_reached']} of "
+                         f"{row['open_cells']}) | {lo['return_mean']:.1f} ± {lo['return_std']:.1f} | "
+                         f"{hi['return_mean']:.1f} ± {hi['return_std']:.1f} |")
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -646,7 +749,8 @@ def main(argv: list[str] | None = None) -> None:
     p_build.add_argument("--all", action="store_true", help="build every suite id")
     p_build.add_argument("--force", action="store_true", help="rebuild ids that already exist")
     p_build.add_argument("--seed", type=int, default=0, help="build seed (the suite's datasets use 0)")
-    p_build.add_argument("--policy-dir", help="behaviour policies to build from (default: the shipped ones)")
+    p_build.add_argument("--policy-dir", help="behaviour policies to build the MuJoCo levels from (default: the "
+                                              "shipped ones; pointmaze needs none)")
     p_build.add_argument("--workers", type=int, default=default_workers(),
                          help="processes running the rollouts (default: %(default)s); the data does not depend on it")
     p_cards = commands.add_parser("cards", help=f"write the dataset table ({CARDS_PATH.name})")
