@@ -25,12 +25,13 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+ALL_ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
 
 
 @dataclasses.dataclass
 class Args:
-    algos: list[str] = dataclasses.field(default_factory=lambda: ["bc", "td3_bc", "iql", "cql"])
-    """Algorithm script names."""
+    algos: list[str] = dataclasses.field(default_factory=lambda: ALL_ALGOS)
+    """Algorithm script names (default: every script in algorithms/)."""
     steps: int = 3000
     """Updates per measurement at most (the first log interval is warm-up and not counted)."""
     max_seconds: float = 60.0
