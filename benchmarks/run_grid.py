@@ -18,6 +18,10 @@ grid continues where it stopped. A failed cell is reported with the tail of its 
 on, and the exit status is 1 if any failed. Adding an algorithm to a grid is adding its script name to
 `--algos`; `--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all).
 
+Peer libraries' algorithms are cells too (benchmarks/peers/): `--algos d3rlpy_bc d3rlpy_td3_bc d3rlpy_iql
+d3rlpy_cql` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in d3rlpy's own virtual
+environment (`python benchmarks/peers/make_d3rlpy_venv.py` makes it), into the same results file.
+
 On Ray (`--ray-address auto`, `HOST:6379`, or `ray://HOST:10001` with the `ray[client]` extra, which
 requirements.txt does not install) every cell is one task (reserving --threads CPUs) that runs the
 same subprocess on whichever node it lands on and returns its record; the local path and the Ray path
@@ -60,7 +64,7 @@ LOG_TAIL_LINES = 15
 @dataclasses.dataclass
 class Args:
     algos: list[str]
-    """Algorithm script names (algorithms/<name>.py)."""
+    """Algorithm script names (algorithms/<name>.py), or peers' (d3rlpy_iql, ...: benchmarks/peers/)."""
     datasets: list[str]
     """Dataset ids."""
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
@@ -138,7 +142,9 @@ def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_
                  ref_min_score: float | None, ref_max_score: float | None) -> dict:
     """The results-file line of a finished cell (the same for local and Ray runs): the cell, the command
     that reproduces it, where and how long it ran, the references its scores used, and its result.json."""
-    command = ["python", f"algorithms/{cell.algo}.py", "--dataset", cell.dataset, "--seed", str(cell.seed),
+    from benchmarks.peers import display_command
+
+    command = [*display_command(cell.algo), "--dataset", cell.dataset, "--seed", str(cell.seed),
                "--total-steps", str(total_steps), *cell.flags]
     return {"algo": cell.algo, "dataset": cell.dataset, "seed": cell.seed, "total_steps": total_steps,
             "flags": list(cell.flags), "command": shlex.join(command), "wall_time_s": wall_time_s,
@@ -164,6 +170,17 @@ def cell_dir_name(cell: Cell, total_steps: int) -> str:
     return name
 
 
+def cell_command(cell: Cell, total_steps: int, cell_dir: Path, repo: Path, resume: Path | None = None) -> list[str]:
+    """The command line of a cell: our script or a peer's (benchmarks/peers/), continuing `resume` if given."""
+    from benchmarks.peers import script_command
+
+    cmd = [*script_command(cell.algo, repo), "--no-progress"]
+    if resume is not None:  # continue an interrupted cell
+        return cmd + ["--resume", str(resume)]
+    return cmd + ["--dataset", cell.dataset, "--seed", str(cell.seed), "--total-steps", str(total_steps),
+                  "--runs-dir", str(cell_dir), *cell.flags]
+
+
 def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: str | None = None,
              commit: str | None = None) -> dict:
     """Run one cell as a subprocess and return {"record": ...}, or {"error": ..., "log_tail": ...} if it failed.
@@ -176,7 +193,9 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
     host = socket.gethostname()
-    script = repo / "algorithms" / f"{cell.algo}.py"
+    from benchmarks.peers import script_command
+
+    script = Path(script_command(cell.algo, repo)[1])
     if not script.exists():
         return {"error": f"no {script} on {host}: the repository must be at the same path on every node "
                          "(or use --ray-ship-code)", "log_tail": ""}
@@ -185,12 +204,7 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
         cell_dir = Path.cwd() / cell_dir
     cell_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    cmd = [sys.executable, str(script), "--no-progress"]
-    if checkpoints:  # continue an interrupted cell
-        cmd += ["--resume", str(checkpoints[-1].parent)]
-    else:
-        cmd += ["--dataset", cell.dataset, "--seed", str(cell.seed), "--total-steps", str(total_steps),
-                "--runs-dir", str(cell_dir), *cell.flags]
+    cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = cell_dir / "log.txt"
     t0 = time.time()
@@ -276,7 +290,7 @@ def run_ray(cells: list[Cell], args: Args, progress: Progress) -> None:
     import ray
     from ray.exceptions import RayError
 
-    env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH",) if k in os.environ}
+    env_vars = {k: os.environ[k] for k in ("MINARI_DATASETS_PATH", "STITCH_D3RLPY_VENV") if k in os.environ}
     runtime_env: dict = {"env_vars": env_vars}
     commit = None
     if args.ray_ship_code:
@@ -319,10 +333,18 @@ def run_ray(cells: list[Cell], args: Args, progress: Progress) -> None:
 def main(args: Args) -> None:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
+    from benchmarks.peers import D3RLPY_ALGOS, PeerError, check_d3rlpy_venv, is_peer
+
     for algo in args.algos:
-        if not (ROOT / "algorithms" / f"{algo}.py").exists():
+        if not (ROOT / "algorithms" / f"{algo}.py").exists() and not is_peer(algo):
             raise SystemExit(f"error: no algorithms/{algo}.py (available: "
-                             f"{', '.join(sorted(p.stem for p in (ROOT / 'algorithms').glob('*.py')))})")
+                             f"{', '.join(sorted(p.stem for p in (ROOT / 'algorithms').glob('*.py')))}; "
+                             f"peers: {', '.join(D3RLPY_ALGOS)})")
+        if is_peer(algo) and args.ray_address is None:  # on Ray, each node needs the venv (the cell checks)
+            try:
+                check_d3rlpy_venv()
+            except PeerError as e:
+                raise SystemExit(f"error: {algo}: {e}") from None
     for e in args.extra:
         if ":" not in e:
             raise SystemExit(f"error: --extra {e!r} is not 'algo:--flag=value' (or '*:--flag=value')")

@@ -7,6 +7,10 @@ Each script runs as it would for a user (`python algorithms/<algo>.py`), on a te
 dataset of random-action episodes (speed does not depend on the data), with no evaluation, for
 `--steps` updates or `--max-seconds`, whichever comes first. The rate is taken between the first and
 the last training log (every `--log-every` updates), so start-up and warm-up are not counted.
+
+Peers' algorithms (benchmarks/peers/) are measured the same way, in the same file, so ours and theirs compare
+in one table: `python benchmarks/speed.py --algos iql d3rlpy_iql` (d3rlpy's run in their own venv, made by
+`python benchmarks/peers/make_d3rlpy_venv.py`, on the same data exported with our loader).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ ALL_ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
 @dataclasses.dataclass
 class Args:
     algos: list[str] = dataclasses.field(default_factory=lambda: ALL_ALGOS)
-    """Algorithm script names (default: every script in algorithms/)."""
+    """Algorithm script names (default: every script in algorithms/), or peers' (d3rlpy_iql, ...)."""
     steps: int = 3000
     """Updates per measurement at most (the first log interval is warm-up and not counted)."""
     max_seconds: float = 60.0
@@ -59,6 +63,16 @@ def cpu_name() -> str:
 def main(args: Args) -> None:
     from conftest import make_dataset
 
+    from benchmarks.peers import PeerError, check_d3rlpy_venv, is_peer, peer_versions, script_command
+
+    for algo in args.algos:
+        if not is_peer(algo) and not (ROOT / "algorithms" / f"{algo}.py").exists():
+            raise SystemExit(f"error: no algorithms/{algo}.py and no peer algorithm {algo!r}")
+        if is_peer(algo):
+            try:
+                check_d3rlpy_venv()
+            except PeerError as e:
+                raise SystemExit(f"error: {algo}: {e}") from None
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -68,7 +82,7 @@ def main(args: Args) -> None:
         make_dataset("speed/hopper/random-v0", episodes=200, max_steps=1000, seed=0)
         for algo in args.algos:
             runs = Path(tmp) / "runs" / algo
-            cmd = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--dataset", "speed/hopper/random-v0",
+            cmd = [*script_command(algo), "--dataset", "speed/hopper/random-v0",
                    "--total-steps", str(args.steps), "--eval-every", str(10 * args.steps), "--eval-episodes", "1",
                    "--log-every", str(args.log_every), "--checkpoint-every", str(10 * args.steps),
                    "--device", args.device, "--runs-dir", str(runs), "--no-progress"]
@@ -93,6 +107,8 @@ def main(args: Args) -> None:
               "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
               "torch": torch.__version__, "steps": args.steps, "max_seconds": args.max_seconds,
               "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
+    if any(is_peer(a) for a in args.algos):
+        record["peers"] = peer_versions()
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.device.split(':')[0]}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
