@@ -274,8 +274,10 @@ def report_markdown(res: Results, plots: dict[str, Path], base: Path, command: s
         lines += ["", " ".join(f"![{name}]({Path(os.path.relpath(p, base)).as_posix()})" for name, p in plots.items()),
                   "", "Learning curves: mean over seeds, band from the lowest to the highest seed. Performance "
                   "profile: fraction of runs whose final score exceeds τ, with a 95% bootstrap band."]
-    ups = {res.labels[v]: np.mean([r["updates_per_s"] for d in res.datasets for r in res.cells.get((v, d), [])
-                                   if "updates_per_s" in r] or [np.nan]) for v in res.variants}
+    # evaluation included for every column: peer records keep that rate in updates_per_s_with_eval
+    ups = {res.labels[v]: np.mean([r.get("updates_per_s_with_eval", r["updates_per_s"]) for d in res.datasets
+                                   for r in res.cells.get((v, d), []) if "updates_per_s" in r] or [np.nan])
+           for v in res.variants}
     commits = list(dict.fromkeys(str(r["git_commit"])[:7] for r in res.records if r.get("git_commit")))
     threads = counts([r.get("threads", 1) for r in res.records])
     lines += ["", f"Updates/s during these runs (evaluation included, {threads} torch "
