@@ -1,18 +1,20 @@
-"""Pick a SAC run's expert and medium snapshots and ship them as the suite's behaviour policies.
+"""Pick a SAC or DQN run's expert and medium snapshots and ship them as the suite's behaviour policies.
 
-Reads a run folder written by `benchmarks/train_behavior.py` and writes `<out>/` (by default
+Reads a run folder written by `benchmarks/train_behavior.py` (SAC) or `benchmarks/dqn.py` (DQN, for the
+discrete tasks) and writes `<out>/` (by default
 `benchmarks/policies/<env>/`, the folder `benchmarks/suite.py` builds from):
 
     expert.pt            the snapshot with the best evaluation in the run's index (or --expert-step)
     medium.pt            a snapshot from before the run first reached the expert's level whose return
                          is in (or closest to) D4RL's medium band, 40-55% of the way from random to
                          expert on the normalized scale, nearest 47.5% within it (or --medium-step)
-    replay/actor_<step>.pt   every snapshot after SAC's random warm-up up to medium (medium-replay)
+    replay/actor_<step>.pt   every snapshot after the run's random warm-up up to medium (medium-replay)
     manifest.json        steps, measured returns, reference scores, the run's schedule
 
 Measurements use `suite.rollout` (lockstepped envs, batched actor) on the same 100 evaluation
 episodes (reset seeds) for every policy. Medium candidates: the last `--candidates` snapshots taken
-before the run first reached `expert_level` of the expert's index evaluation (D4RL's medium is an
+before the run first got `expert_level` of the way from the random policy's return to the expert's
+index evaluation (on the normalized scale, so that negative returns such as Acrobot's work; D4RL's medium is an
 early-stopped policy: a later snapshot that fell back from expert level is not one, and medium-replay,
 every snapshot up to medium, would then hold expert-level data), each measured like the final
 policies (100 stochastic episodes: with 20, hopper's fall-or-run returns swing by 10 points).
@@ -20,9 +22,16 @@ Reference scores, D4RL-style: ref_min_score = the mean return of
 uniform random actions, ref_max_score = the expert's mean return with stochastic actions, the way
 it acts in the datasets (so `expert` normalizes to about 100); both over 100 episodes.
 
+DQN runs: a snapshot acts epsilon-greedily (`suite.load_policy`), "stochastic" measurements use the
+behaviour epsilon (`--epsilon`, by default the run's final `end_e`) and "deterministic" ones the greedy
+policy. The manifest then also records `"algorithm": "DQN"`, `behaviour_epsilon` (the medium and
+expert levels) and, for each medium-replay snapshot, the mean epsilon of the run's exploration
+schedule over the training steps that snapshot stands for (the steps since the previous one).
+
 Usage:
     python benchmarks/select_policies.py --run /work/sac_runs/hopper --env hopper
     python benchmarks/select_policies.py --run /work/sac_runs/hopper --env hopper --medium-step 300000
+    python benchmarks/select_policies.py --run runs/dqn/cartpole --env cartpole
 """
 
 from __future__ import annotations
@@ -38,8 +47,8 @@ import torch
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
-from benchmarks.suite import ENVS, make_envs, rollout  # noqa: E402
+from benchmarks import dqn  # noqa: E402
+from benchmarks.suite import ENVS, Policy, load_policy, make_envs, rollout  # noqa: E402
 from common.checkpoints import load_checkpoint  # noqa: E402
 
 
@@ -49,7 +58,7 @@ BAND = (0.40, 0.55)  # D4RL's medium: 40-55% of the expert on the normalized sca
 @dataclasses.dataclass
 class Args:
     run: str
-    """SAC run folder written by benchmarks/train_behavior.py (snapshots/, checkpoint.pt)."""
+    """Run folder written by benchmarks/train_behavior.py or benchmarks/dqn.py (snapshots/, checkpoint.pt)."""
     env: str = "hopper"
     """Suite environment name (a key of suite.ENVS)."""
     expert_step: int | None = None
@@ -59,7 +68,8 @@ class Args:
     target: float = 0.475
     """Medium's target normalized score as a fraction of the expert's (D4RL's band: 0.40-0.55)."""
     expert_level: float = 0.9
-    """Medium comes from before the first snapshot whose evaluation reaches this fraction of the expert's."""
+    """Medium comes from before the first snapshot whose evaluation gets this fraction of the way from the
+    random policy's return to the expert's."""
     candidates: int = 4
     """Medium candidates: the last snapshots before the run first reached the expert's level."""
     episodes: int = 100
@@ -67,6 +77,10 @@ class Args:
     ref_max: float | None = None
     """Provisional ref_max_score to record instead of the expert's measured return, while the SAC run is
     still short of its expert target (e.g. D4RL's hopper 3234.3); the manifest is then marked provisional."""
+    epsilon: float | None = None
+    """DQN runs: epsilon of the medium and expert policies in the datasets (default: the run's end_e)."""
+    note: str | None = None
+    """A sentence for the dataset cards on how the policies were chosen (e.g. why --expert-step was given)."""
     seed: int = 0
     """Seed of the evaluation episodes."""
     out: str | None = None
@@ -90,9 +104,10 @@ def snapshot_path(run: Path, step: int) -> Path:
     return run / "snapshots" / f"actor_{step:08d}.pt"
 
 
-def medium_pool(index: dict[int, dict], expert_step: int, expert_level: float, n: int) -> list[int]:
-    """The last `n` snapshots before the first whose index evaluation reaches `expert_level` x the expert's."""
-    level = expert_level * index[expert_step]["eval_mean"]
+def medium_pool(index: dict[int, dict], expert_step: int, expert_level: float, n: int, floor: float = 0.0) -> list[int]:
+    """The last `n` snapshots before the first whose index evaluation reaches floor + `expert_level` x (the
+    expert's - floor), floor being the random policy's return."""
+    level = floor + expert_level * (index[expert_step]["eval_mean"] - floor)
     first = min(s for s in index if index[s]["eval_mean"] >= level)
     return [s for s in sorted(index) if s < first][-n:]
 
@@ -105,6 +120,14 @@ def pick_medium(candidates: list[dict], target: float) -> int:
     return min(candidates, key=miss)["step"]
 
 
+def replay_epsilons(steps: list[int], run_args: dict) -> list[float]:
+    """For each snapshot step (sorted), the mean epsilon of the DQN's schedule over the steps since the
+    previous snapshot (the first: since the warm-up ended)."""
+    bounds = [run_args["learning_starts"], *steps]
+    return [round(float(np.mean([dqn.epsilon_at(t, run_args) for t in range(a, b)])), 6)
+            for a, b in zip(bounds, bounds[1:])]
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(1)
     if args.env not in ENVS:
@@ -113,21 +136,31 @@ def main(args: Args) -> None:
     run = Path(args.run)
     out = Path(args.out) if args.out is not None else ENVS[args.env].policy_dir
     index = read_index(run)
-    run_args = json.loads(load_checkpoint(run / "checkpoint.pt")["args"])
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    run_args, algorithm = json.loads(checkpoint["args"]), checkpoint.get("algorithm", "SAC")
     if run_args["env"] != env_id:
         raise SystemExit(f"{run} trained on {run_args['env']}, but suite env {args.env!r} is {env_id}")
+    discrete = algorithm == "DQN"
+    if args.epsilon is not None and not discrete:
+        raise SystemExit(f"error: --epsilon is for DQN runs; {run} is a {algorithm} run")
+    epsilon = (run_args["end_e"] if args.epsilon is None else args.epsilon) if discrete else None
+    if epsilon is not None and not 0 <= epsilon <= 1:
+        raise SystemExit(f"error: --epsilon must be in [0, 1], got {epsilon}")
     for name, step in (("--expert-step", args.expert_step), ("--medium-step", args.medium_step)):
         if step is not None and step not in index:
             raise SystemExit(f"{name} {step}: no snapshot at that step in {run} (have {min(index)}..{max(index)})")
     envs = make_envs(env_id)
 
-    def measure(policy: GaussianActor | None, episodes: int, deterministic: bool = False) -> dict:
+    def load(step: int) -> Policy:  # a snapshot, acting as it will in the datasets
+        return load_policy(snapshot_path(run, step), epsilon)
+
+    def measure(policy: Policy | None, episodes: int, deterministic: bool = False) -> dict:
         eps = rollout(envs, policy, seed=args.seed, stream="eval", n_episodes=episodes, deterministic=deterministic)
         returns = np.array([ep.rewards.sum() for ep in eps])
         return {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": episodes}
 
     def measure_both(step: int) -> dict:
-        actor = load_actor(snapshot_path(run, step))[0]
+        actor = load(step)
         return {"stochastic": measure(actor, args.episodes), "deterministic": measure(actor, args.episodes, True)}
 
     random = measure(None, args.episodes)
@@ -147,8 +180,8 @@ def main(args: Args) -> None:
 
     candidates = []
     if args.medium_step is None:
-        for step in medium_pool(index, expert_step, args.expert_level, args.candidates):
-            ret = measure(load_actor(snapshot_path(run, step))[0], args.episodes)
+        for step in medium_pool(index, expert_step, args.expert_level, args.candidates, floor=random["mean"]):
+            ret = measure(load(step), args.episodes)
             candidates.append({"step": step, "return_mean": ret["mean"], "normalized": normalized(ret["mean"])})
             print(f"medium candidate: step {step}, {ret['mean']:.1f} ({100 * candidates[-1]['normalized']:.1f}%)",
                   flush=True)
@@ -165,8 +198,10 @@ def main(args: Args) -> None:
         print("WARNING: medium is outside D4RL's 40-55% band; consider --medium-step", flush=True)
 
     replay_steps = [s for s in index if run_args["learning_starts"] < s <= medium_step]
+    acting = f"epsilon-greedy actions (epsilon {epsilon:g})" if discrete else "stochastic actions"
     manifest = {
         "env_id": env_id,
+        "algorithm": algorithm,
         "run": str(run),
         "seed": args.seed,
         "episodes": args.episodes,
@@ -174,18 +209,27 @@ def main(args: Args) -> None:
         "learning_starts": run_args["learning_starts"],
         "ref_min_score": ref_min,
         "ref_max_score": ref_max,
-        "ref_scores": "ref_min: uniform random actions; ref_max: expert.pt with stochastic actions (as in the "
-                      "datasets); mean return over `episodes` episodes each",
+        "ref_scores": f"ref_min: uniform random actions; ref_max: expert.pt with {acting} (as in the "
+                      f"datasets); mean return over `episodes` episodes each",
+        "note": args.note,
         "provisional": None if args.ref_max is None else (
             f"ref_max_score {args.ref_max} was given by hand (--ref-max) because the SAC run had not yet met "
             f"its expert target; expert.pt is the best snapshot so far. Rerun select_policies.py when it has."),
         "random": random,
-        "expert": {"file": "expert.pt", "step": expert_step, **expert},
+        "expert": {"file": "expert.pt", "step": expert_step, "chosen_by": "--expert-step" if
+                   args.expert_step is not None else "best index evaluation", **expert},
         "medium": {"file": "medium.pt", "step": medium_step, "normalized": medium_fraction, **medium,
                    "target": args.target, "band": list(BAND), "expert_level": args.expert_level,
-                   "in_band": BAND[0] <= medium_fraction <= BAND[1], "candidates": candidates},
+                   "in_band": BAND[0] <= medium_fraction <= BAND[1], "chosen_by": "--medium-step" if
+                   args.medium_step is not None else "band", "candidates": candidates},
         "replay": [{"file": f"replay/actor_{s:08d}.pt", "step": s} for s in replay_steps],
     }
+    if discrete:
+        manifest["behaviour_epsilon"] = epsilon
+        manifest["exploration"] = {k: run_args[k] for k in ("start_e", "end_e", "exploration_fraction", "total_steps",
+                                                            "learning_starts")}
+        for entry, eps in zip(manifest["replay"], replay_epsilons(replay_steps, run_args)):
+            entry["epsilon"] = eps
 
     # Assemble next to the output folder, then swap it in, so no stale replay files survive.
     tmp = out.with_name(out.name + ".tmp")

@@ -1,8 +1,8 @@
-"""The `stitch/` dataset suite: D4RL's five levels, rebuilt locally from shipped behaviour policies, and PointMaze.
+"""The `stitch/` dataset suite: D4RL-style levels built locally from shipped behaviour policies, PointMaze, discrete.
 
 Every id is `stitch/<env>/<level>-v0`. An environment is one entry of `ENVS` (a Gymnasium id and the
-folder of behaviour policies that `benchmarks/select_policies.py` wrote for it); every environment
-gets the same five levels, built the way D4RL built them:
+folder of behaviour policies that `benchmarks/select_policies.py` wrote for it); every MuJoCo
+environment gets the same five levels, built the way D4RL built them:
 
 * `random`        1M steps of uniform random actions.
 * `medium`        1M steps of an early-stopped SAC snapshot (about half the expert's score).
@@ -29,6 +29,26 @@ the group structure alone fixes which episodes share a batch and every seed: reb
 byte-identical arrays for any number of workers on the same machine and torch build. (Changing
 GROUP_ENVS or GROUP_STEPS changes the data: batched matmuls round differently, and MuJoCo amplifies it.)
 
+Discrete tasks, `stitch/{cartpole,acrobot}/{random,medium,medium-replay,expert}-v0` (CartPole-v1,
+Acrobot-v1), are the same levels from a Double DQN run (`benchmarks/dqn.py`) instead of SAC, in the
+style of D4RL and of DQN-replay (Agarwal et al., 2020): the policy folder's manifest says
+`"algorithm": "DQN"`, and each snapshot acts epsilon-greedily on its Q-values (`dqn.EpsilonGreedy`):
+
+* `random`        100k steps of uniform random actions (epsilon = 1).
+* `medium`        100k steps of a snapshot at about half the expert's normalized return, epsilon 0.05.
+* `expert`        100k steps of the best snapshot, epsilon 0.05 (the epsilon the DQN ended its
+                  exploration with: greedy enough to score like the expert, with some diversity).
+* `medium-replay` the DQN's warm-up (uniform) and each snapshot up to `medium` for the steps it
+                  stands for, as Hopper's, each acting with the mean epsilon the DQN's schedule had
+                  over those steps: what the DQN's replay buffer saw on its way to medium.
+
+100k steps per level, not 1M: these tasks are short (at most 500 steps; CartPole's expert plays about
+200 episodes in 100k steps, Acrobot's about 1,100), the DQNs reached expert level within 100k (CartPole)
+and 200k (Acrobot) environment steps, each build takes seconds and a dataset a few MB. medium-replay
+holds what the DQN saw up to medium: 21k steps (CartPole), 56k (Acrobot). CartPole's and Acrobot's
+500-step time limit is a truncation (bootstrapped), a fallen pole or a raised arm a termination.
+Actions are stored as int64.
+
 `stitch/pointmaze/{umaze,medium,large}[-dense]-v0` are D4RL maze2d-style datasets in gymnasium-robotics'
 PointMaze: a grid planner and a PD controller driving to random goal cells, logged continuously, rewards
 for the evaluation goal. How they are made is `benchmarks/maze.py`'s docstring; here they are built in
@@ -45,6 +65,7 @@ Usage:
     python benchmarks/suite.py list
     python benchmarks/suite.py build stitch/hopper/medium-replay-v0
     python benchmarks/suite.py build stitch/pointmaze/umaze-v0
+    python benchmarks/suite.py build stitch/cartpole/medium-replay-v0
     python benchmarks/suite.py build --all [--force] [--workers 2]
     python benchmarks/suite.py cards          # writes benchmarks/DATASETS.md
 """
@@ -77,12 +98,18 @@ from minari.storage import get_dataset_path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import maze  # noqa: E402
+from benchmarks import dqn, maze  # noqa: E402
 from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
 
 POLICY_ROOT = Path(__file__).resolve().parent / "policies"
 CARDS_PATH = Path(__file__).resolve().parent / "DATASETS.md"
 CODE_PERMALINK = "benchmarks/suite.py (Stitch)"
+
+
+LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+DISCRETE_LEVELS = ("random", "medium", "medium-replay", "expert")
+STEPS_PER_LEVEL = 1_000_000
+DISCRETE_STEPS_PER_LEVEL = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +118,21 @@ class SuiteEnv:
     """Gymnasium id the datasets are collected in (and evaluated on)."""
     policy_dir: Path
     """Folder written by select_policies.py: manifest.json, expert.pt, medium.pt, replay/."""
+    levels: tuple[str, ...] = LEVELS
+    """The levels built for this environment."""
+    steps: int = STEPS_PER_LEVEL
+    """Steps of the random, medium and expert levels (medium-replay: what the learner saw up to medium)."""
 
 
 ENVS: dict[str, SuiteEnv] = {
     "hopper": SuiteEnv("Hopper-v5", POLICY_ROOT / "hopper"),
+    "cartpole": SuiteEnv("CartPole-v1", POLICY_ROOT / "cartpole", DISCRETE_LEVELS, DISCRETE_STEPS_PER_LEVEL),
+    "acrobot": SuiteEnv("Acrobot-v1", POLICY_ROOT / "acrobot", DISCRETE_LEVELS, DISCRETE_STEPS_PER_LEVEL),
 }
-LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 VERSION = 0
-SUITE_IDS = tuple(f"stitch/{env}/{level}-v{VERSION}" for env in ENVS for level in LEVELS) + maze.MAZE_IDS
+SUITE_IDS = tuple(f"stitch/{name}/{level}-v{VERSION}" for name, env in ENVS.items() for level in env.levels
+                  ) + maze.MAZE_IDS
 
-STEPS_PER_LEVEL = 1_000_000
 GROUP_ENVS = 16       # environments stepped together in a lockstep group
 GROUP_STEPS = 50_000  # steps per lockstep group (a stream of 1M steps has 20)
 
@@ -131,6 +163,25 @@ def load_manifest(policy_dir: str | Path) -> dict:
             raise FileNotFoundError(f"missing behaviour policy {policy_dir / entry['file']} "
                                     f"(named in {path}); rerun `python benchmarks/select_policies.py`")
     return manifest
+
+
+Policy = GaussianActor | dqn.EpsilonGreedy  # a behaviour policy: SAC (continuous) or epsilon-greedy DQN (discrete)
+
+
+def load_policy(path: str | Path, epsilon: float | None = None) -> Policy:
+    """A behaviour-policy file: a SAC actor (epsilon None), or a DQN snapshot acting epsilon-greedily."""
+    return load_actor(path)[0] if epsilon is None else dqn.EpsilonGreedy(dqn.load_qnet(path)[0], epsilon)
+
+
+def policy_meta(path: str | Path) -> dict:
+    """The metadata of a behaviour-policy file (env_id, step, ...), SAC actor or DQN snapshot."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def is_discrete(manifest: dict) -> bool:
+    """Whether a policy folder holds DQN policies (select_policies.py records the algorithm)."""
+    return manifest.get("algorithm", "SAC") == "DQN"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,19 +221,26 @@ def episode_seeds(seed: int, stream: str, *index: int) -> tuple[int, int]:
 def make_envs(env_id: str, n: int = GROUP_ENVS) -> list[gym.Env]:
     envs = [gym.make(env_id) for _ in range(n)]
     space = envs[0].action_space
+    if isinstance(space, gym.spaces.Discrete):
+        if space.start != 0:
+            raise ValueError(f"{env_id}: discrete actions must start at 0, got {space}")
+        return envs
     if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
         raise ValueError(f"{env_id}: the tanh behaviour policies need actions in [-1, 1], got {space}")
     return envs
 
 
 @torch.no_grad()
-def _lockstep(envs: list[gym.Env], policy: GaussianActor | None, seeds: Callable[[int], tuple[int, int]], *,
+def _lockstep(envs: list[gym.Env], policy: Policy | None, seeds: Callable[[int], tuple[int, int]], *,
               n_episodes: int | None = None, n_steps: int | None = None, deterministic: bool = False) -> list[Episode]:
     """Whole episodes 0, 1, 2, ... run in lockstep on `envs`, one batched actor forward per step.
 
     Episode k resets its environment with `seeds(k)[0]` and draws its action noise from a generator
     seeded with `seeds(k)[1]`. `policy=None` acts uniformly at random; otherwise actions are
-    tanh(mu + std * eps) (stochastic) or tanh(mu) (deterministic). Give exactly one of `n_episodes`
+    tanh(mu + std * eps) (stochastic) or tanh(mu) (deterministic). In a Discrete action space the
+    noise is two uniform draws per step: `policy=None` takes the action the second one picks, an
+    `EpsilonGreedy` policy takes it when the first is below epsilon and the greedy action otherwise
+    (deterministic: always greedy); actions are stored as int64. Give exactly one of `n_episodes`
     (that many episodes) or `n_steps` (episodes in order until they hold at least n_steps steps; the
     last one is whole, so they usually hold a few more).
 
@@ -194,18 +252,21 @@ def _lockstep(envs: list[gym.Env], policy: GaussianActor | None, seeds: Callable
     if (n_steps is None) == (n_episodes is None):
         raise ValueError("give exactly one of n_steps and n_episodes")
     horizon = envs[0].spec.max_episode_steps
-    obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    space = envs[0].action_space
+    discrete = isinstance(space, gym.spaces.Discrete)
+    obs_dim = envs[0].observation_space.shape[0]
+    act_shape, noise_dim = ((), 2) if discrete else (space.shape, space.shape[0])
     n = len(envs)
     # Per-slot buffers for the episode in progress.
     slot_k = [-1] * n                  # episode in the slot, -1 when idle
     slot_t = [0] * n                   # steps taken in that episode
     slot_seed = [0] * n
     obs = np.zeros((n, horizon + 1, obs_dim), np.float32)
-    act = np.zeros((n, horizon, act_dim), np.float32)
+    act = np.zeros((n, horizon, *act_shape), np.int64 if discrete else np.float32)
     rew = np.zeros((n, horizon), np.float64)
     term = np.zeros((n, horizon), bool)
     trunc = np.zeros((n, horizon), bool)
-    noise = np.zeros((n, horizon, act_dim), np.float32)
+    noise = np.zeros((n, horizon, noise_dim), np.float32)
     # Bookkeeping over all launched episodes, in index order.
     lengths: list[int] = []            # current length of every launched episode
     ended: list[bool] = []             # finished, or dropped as not needed
@@ -230,10 +291,10 @@ def _lockstep(envs: list[gym.Env], policy: GaussianActor | None, seeds: Callable
             slot_seed[i], noise_seed = seeds(k)
             obs[i, 0] = envs[i].reset(seed=slot_seed[i])[0]
             g = torch.Generator().manual_seed(noise_seed)
-            if policy is None:
-                noise[i] = torch.rand(horizon, act_dim, generator=g).numpy()
+            if policy is None or discrete:
+                noise[i] = torch.rand(horizon, noise_dim, generator=g).numpy()
             elif not deterministic:
-                noise[i] = torch.randn(horizon, act_dim, generator=g).numpy()
+                noise[i] = torch.randn(horizon, noise_dim, generator=g).numpy()
             slot_k[i], slot_t[i] = k, 0
             lengths.append(0)
             ended.append(False)
@@ -243,7 +304,11 @@ def _lockstep(envs: list[gym.Env], policy: GaussianActor | None, seeds: Callable
 
         rows, t = np.array(active), np.array([slot_t[i] for i in active])
         eps = noise[rows, t]
-        if policy is None:
+        if discrete:
+            u = torch.from_numpy(eps)
+            a = (dqn.uniform_action(u[:, 1], int(space.n)) if policy is None
+                 else policy.act(torch.from_numpy(obs[rows, t]), u, deterministic)).numpy()
+        elif policy is None:
             a = 2.0 * eps - 1.0  # uniform on [-1, 1]
         else:
             mu, log_std = policy.dist(torch.from_numpy(obs[rows, t]))
@@ -283,7 +348,7 @@ def _lockstep(envs: list[gym.Env], policy: GaussianActor | None, seeds: Callable
     return episodes
 
 
-def rollout(envs: list[gym.Env], policy: GaussianActor | None, *, seed: int, stream: str, n_episodes: int,
+def rollout(envs: list[gym.Env], policy: Policy | None, *, seed: int, stream: str, n_episodes: int,
             deterministic: bool = False) -> list[Episode]:
     """Episodes 0 .. n_episodes-1 of `stream` (seeds from (seed, stream, k)), in lockstep on `envs`.
 
@@ -293,7 +358,7 @@ def rollout(envs: list[gym.Env], policy: GaussianActor | None, *, seed: int, str
                      deterministic=deterministic)
 
 
-def run_group(envs: list[gym.Env], policy: GaussianActor | None, *, seed: int, stream: str, group: int,
+def run_group(envs: list[gym.Env], policy: Policy | None, *, seed: int, stream: str, group: int,
               n_steps: int) -> list[Episode]:
     """Lockstep group `group` of `stream`: its episodes 0, 1, ... (seeds from (seed, stream, group, k)),
     stochastic actions, in order until they hold at least n_steps steps (all whole)."""
@@ -313,12 +378,16 @@ class GroupTask:
     group: int
     n_steps: int
     n_envs: int
+    epsilon: float | None = None  # a DQN snapshot acting epsilon-greedily; None: a SAC actor (or uniform)
 
 
-def _group_tasks(env_id: str, plan: list[tuple[str, Path | None, int]], seed: int) -> list[GroupTask]:
-    """Every stream of `plan` cut into groups of GROUP_STEPS steps (the last one shorter), in dataset order."""
+def _group_tasks(env_id: str, plan: list[tuple[str, Path | None, int]], seed: int,
+                 epsilons: dict[str, float] | None = None) -> list[GroupTask]:
+    """Every stream of `plan` cut into groups of GROUP_STEPS steps (the last one shorter), in dataset order.
+    `epsilons`: stream -> epsilon of its DQN policy (discrete environments)."""
+    epsilons = epsilons or {}
     return [GroupTask(env_id, stream, None if policy_file is None else str(policy_file), seed, g,
-                      min(GROUP_STEPS, steps - g * GROUP_STEPS), GROUP_ENVS)
+                      min(GROUP_STEPS, steps - g * GROUP_STEPS), GROUP_ENVS, epsilons.get(stream))
             for stream, policy_file, steps in plan for g in range(-(-steps // GROUP_STEPS))]
 
 
@@ -333,7 +402,7 @@ def _run_task(task: GroupTask) -> list[Episode]:
     envs = _PROCESS_ENVS.get((task.env_id, task.n_envs))
     if envs is None:
         envs = _PROCESS_ENVS[task.env_id, task.n_envs] = make_envs(task.env_id, task.n_envs)
-    policy = None if task.policy_file is None else load_actor(task.policy_file)[0]
+    policy = None if task.policy_file is None else load_policy(task.policy_file, task.epsilon)
     return run_group(envs, policy, seed=task.seed, stream=task.stream, group=task.group, n_steps=task.n_steps)
 
 
@@ -428,15 +497,18 @@ class _EpisodeWriter:
 # Building
 # ----------------------------------------------------------------------------------------------
 
-def _plan(level: str, manifest: dict, policy_dir: Path, n_steps: int | None) -> list[tuple[str, Path | None, int]]:
-    """The streams a level is made of: (stream name, policy file or None for uniform, steps)."""
-    full = STEPS_PER_LEVEL if n_steps is None else n_steps
+def _plan(level: str, manifest: dict, policy_dir: Path, n_steps: int | None,
+          level_steps: int = STEPS_PER_LEVEL) -> list[tuple[str, Path | None, int]]:
+    """The streams a level is made of: (stream name, policy file or None for uniform, steps).
+    n_steps: steps per level (medium-replay: its prefix to keep); None: `level_steps` (medium-replay: all)."""
+    full = level_steps if n_steps is None else n_steps
     if level == "random":
         return [("random", None, full)]
     if level in ("medium", "expert"):
         return [(level, policy_dir / manifest[level]["file"], full)]
     if level == "medium-expert":
-        return _plan("medium", manifest, policy_dir, n_steps) + _plan("expert", manifest, policy_dir, n_steps)
+        return (_plan("medium", manifest, policy_dir, n_steps, level_steps)
+                + _plan("expert", manifest, policy_dir, n_steps, level_steps))
     # medium-replay: the warm-up, then each snapshot for the steps since the one before it.
     plan = [("medium-replay/warmup", None, manifest["learning_starts"])]
     previous = manifest["learning_starts"]
@@ -452,16 +524,31 @@ def _plan(level: str, manifest: dict, policy_dir: Path, n_steps: int | None) -> 
     return [(stream, policy, steps) for stream, policy, steps in plan if steps > 0]
 
 
+def _stream_epsilons(plan: list[tuple[str, Path | None, int]], manifest: dict) -> dict[str, float]:
+    """stream -> epsilon of its DQN policy: `behaviour_epsilon` for medium and expert, and for each
+    medium-replay snapshot the mean epsilon of the DQN's schedule over the steps it stands for."""
+    replay = {f"medium-replay/{e['step']}": e["epsilon"] for e in manifest["replay"]}
+    return {stream: replay.get(stream, manifest["behaviour_epsilon"]) for stream, policy, _ in plan
+            if policy is not None}
+
+
 def _policy_label(level: str, manifest: dict) -> str:
+    algo = manifest.get("algorithm", "SAC")
+    greedy = f", ε-greedy (ε = {manifest['behaviour_epsilon']:g})" if is_discrete(manifest) else ""
     if level == "random":
         return "uniform random actions"
     if level in ("medium", "expert"):
-        return f"SAC step {manifest[level]['step']:,} ({manifest[level]['file']})"
+        return f"{algo} step {manifest[level]['step']:,} ({manifest[level]['file']}){greedy}"
     if level == "medium-expert":
-        return f"medium (SAC step {manifest['medium']['step']:,}) + expert (SAC step {manifest['expert']['step']:,})"
+        return (f"medium ({algo} step {manifest['medium']['step']:,}) + expert ({algo} step "
+                f"{manifest['expert']['step']:,}){greedy}")
     steps = sorted(e["step"] for e in manifest["replay"])
-    return (f"{manifest['learning_starts']:,} uniform steps + {len(steps)} SAC snapshots, steps "
-            f"{steps[0]:,}-{steps[-1]:,} (every {manifest['snapshot_every']:,})")
+    label = (f"{manifest['learning_starts']:,} uniform steps + {len(steps)} {algo} snapshots, steps "
+             f"{steps[0]:,}-{steps[-1]:,} (every {manifest['snapshot_every']:,})")
+    if is_discrete(manifest):
+        eps = [e["epsilon"] for e in sorted(manifest["replay"], key=lambda e: e["step"])]
+        label += f", ε-greedy with the training schedule's ε ({eps[0]:.2f} to {eps[-1]:.2f})"
+    return label
 
 
 def dataset_dir(dataset_id: str) -> Path:
@@ -548,32 +635,38 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
     if target.exists() and not force:
         raise FileExistsError(f"{dataset_id} already exists at {target}; pass force=True (--force) to rebuild it")
 
-    plan = _plan(level, manifest, policy_dir, n_steps)
+    plan = _plan(level, manifest, policy_dir, n_steps, suite_env.steps)
+    discrete = is_discrete(manifest)
     for policy_file in {policy_file for _, policy_file, _ in plan if policy_file is not None}:
-        meta = load_actor(policy_file)[1]
+        meta = policy_meta(policy_file)
         if meta["env_id"] != suite_env.env_id:
             raise ValueError(f"{policy_file} is a policy for {meta['env_id']}, not {suite_env.env_id}")
-    tasks = _group_tasks(suite_env.env_id, plan, seed)
+        if (meta.get("kind") == "dqn") != discrete:
+            raise ValueError(f"{policy_file} is not a {manifest.get('algorithm', 'SAC')} policy as "
+                             f"{policy_dir}/manifest.json says")
+    epsilons = _stream_epsilons(plan, manifest) if discrete else None
+    tasks = _group_tasks(suite_env.env_id, plan, seed, epsilons)
     env = make_envs(suite_env.env_id, 1)[0]
     space = env.observation_space
     env.close()
     observation_space = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), space.shape,
                                        np.float32)
     label = _policy_label(level, manifest)
+    acting = "epsilon-greedy actions from the DQN's Q-values" if discrete else "actions sampled from the policies"
     description = (f"Stitch suite, D4RL-style {level} level on {suite_env.env_id}: {label}; "
-                   f"actions sampled from the policies, episodes capped at the {suite_env.env_id} time limit, "
+                   f"{acting}, episodes capped at the {suite_env.env_id} time limit, "
                    f"seed {seed}. Reference scores: mean returns of uniform random actions (ref_min) and of the "
-                   f"expert with sampled actions (ref_max).")
+                   f"expert acting as in the data (ref_max).")
     env_spec = gym.spec(suite_env.env_id)
 
     # Episodes are written as their groups arrive; the dataset appears under its id only when complete.
     with _new_dataset(dataset_id, force=force, env=env_spec, eval_env=env_spec,
-                      algorithm_name=label if level == "random" else f"SAC: {label}",
+                      algorithm_name=label if level == "random" else f"{manifest.get('algorithm', 'SAC')}: {label}",
                       observation_space=observation_space, ref_min_score=float(manifest["ref_min_score"]),
                       ref_max_score=float(manifest["ref_max_score"]), description=description) as storage:
         stream_steps = {stream: steps for stream, _, steps in plan}
         written = dict.fromkeys(stream_steps, 0)
-        returns = []
+        returns, ends = [], {"terminated": 0, "time_limit": 0, "cut": 0}
         with (_EpisodeWriter(storage) as writer, _group_results(tasks, workers) as results,
               tqdm(total=sum(stream_steps.values()), desc=dataset_id, unit="step", disable=not progress,
                    dynamic_ncols=True) as bar):
@@ -582,8 +675,10 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
                     left = stream_steps[task.stream] - written[task.stream]
                     if left == 0:
                         break
-                    if len(ep) > left:
+                    cut = len(ep) > left
+                    if cut:
                         ep = ep.cut(left)
+                    ends["cut" if cut else "terminated" if ep.terminations[-1] else "time_limit"] += 1
                     writer.write(ep)
                     written[task.stream] += len(ep)
                     returns.append(ep.rewards.sum())
@@ -592,6 +687,8 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
 
         stats = {"level": level, "policy": label, "seed": seed, "episodes": writer.episodes, "steps": writer.steps,
                  **_return_stats(returns)}
+        if discrete:  # how the episodes end, and the epsilon of each stream's policy
+            stats.update(episode_ends=ends, epsilons=epsilons, algorithm="DQN")
         storage.update_metadata({"total_steps": writer.steps, "total_episodes": writer.episodes,
                                  "dataset_size": storage.get_size(), "stitch": stats})
 
@@ -694,7 +791,8 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
     lines += ["", "## Behaviour policies", "",
               "Measured by `python benchmarks/select_policies.py` (written to each policy folder's manifest.json); "
               "returns over the manifest's `episodes` episodes.", "",
-              "| env | policy | SAC step | return, stochastic (as in the data) | normalized | return, deterministic |",
+              "| env | policy | training step | return, as in the data (SAC: sampled; DQN: ε-greedy) | normalized | "
+              "return, deterministic (DQN: greedy) |",
               "|---|---|---:|---:|---:|---:|"]
     notes = []
     for name, env in ENVS.items():
@@ -703,23 +801,51 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
         except FileNotFoundError:
             continue
         lo, hi = manifest["ref_min_score"], manifest["ref_max_score"]
+        algo = manifest.get("algorithm", "SAC")
+        acting = f", ε = {manifest['behaviour_epsilon']:g}" if is_discrete(manifest) else ""
         for role in ("expert", "medium"):
             m = manifest[role]
             norm = 100 * (m["stochastic"]["mean"] - lo) / (hi - lo)
-            lines.append(f"| {name} | {role} | {m['step']:,} | {m['stochastic']['mean']:.1f} ± "
+            lines.append(f"| {name} | {role} ({algo}{acting}) | {m['step']:,} | {m['stochastic']['mean']:.1f} ± "
                          f"{m['stochastic']['std']:.1f} | {norm:.1f} | {m['deterministic']['mean']:.1f} ± "
                          f"{m['deterministic']['std']:.1f} |")
         r = manifest["random"]
         lines.append(f"| {name} | uniform random | - | {r['mean']:.1f} ± {r['std']:.1f} | 0.0 | - |")
         medium = manifest["medium"]
-        if medium.get("in_band") is False:
+        if medium.get("in_band") is False and not medium.get("candidates"):
+            notes.append(f"**{name} medium is outside D4RL's 40-55% band** ({100 * medium['normalized']:.1f}): "
+                         f"it was chosen by hand (`--medium-step`).")
+        elif medium.get("in_band") is False:
             measured = ", ".join(f"step {c['step']:,}: {100 * c['normalized']:.1f}" for c in medium["candidates"])
-            notes.append(f"**{name} medium is outside D4RL's 40-55% band:** no snapshot taken before the SAC run "
-                         f"first reached the expert's level lies inside it ({measured}; 100 stochastic episodes "
-                         f"each), so the one nearest the band is used.")
+            notes.append(f"**{name} medium is outside D4RL's 40-55% band:** no snapshot taken before the {algo} run "
+                         f"first reached the expert's level lies inside it ({measured}; "
+                         f"{manifest['episodes']} episodes each, acting as in the data), so the one nearest the band "
+                         f"is used.")
+        if manifest.get("note"):
+            notes.append(f"**{name}:** {manifest['note']}")
         if manifest.get("provisional"):
             notes.append(f"**{name} is provisional:** {manifest['provisional']}")
-    lines += [""] + notes
+    for note in notes:  # one paragraph each
+        lines += ["", note]
+    discrete = [row for row in map(info, SUITE_IDS) if row["built"] and row.get("algorithm") == "DQN"]
+    if discrete:
+        lines += ["", "## Discrete tasks", "",
+                  "Built from DQN snapshots (`benchmarks/dqn.py`, picked by `benchmarks/select_policies.py`) acting "
+                  "ε-greedily: the greedy action of the snapshot's Q-values with probability 1 - ε, a uniform action "
+                  "otherwise. `medium` and `expert` use the ε the DQN ended its exploration with; each `medium-replay` "
+                  "snapshot uses the mean ε of the DQN's schedule over the training steps it stands for; `random` "
+                  "is uniform (ε = 1). Actions are int64 in [0, n). Episodes end at a termination (pole or arm "
+                  "condition), at the 500-step time limit (a truncation, not a termination), or where a stream "
+                  "reaches its step budget (cut, marked truncated).", "",
+                  "| dataset | ε | episodes terminated | at the time limit | cut at the budget |",
+                  "|---|---|---:|---:|---:|"]
+        for row in discrete:
+            eps = sorted(set(row["epsilons"].values()))
+            eps_text = "1 (uniform)" if not eps else f"{eps[0]:.2f}" if len(eps) == 1 else \
+                f"{eps[0]:.2f}-{eps[-1]:.2f} (+ uniform warm-up)"
+            ends = row["episode_ends"]
+            lines.append(f"| `{row['id']}` | {eps_text} | {ends['terminated']:,} | {ends['time_limit']:,} | "
+                         f"{ends['cut']:,} |")
     mazes = [row for row in map(info, maze.MAZE_IDS) if row["built"]]
     if mazes:
         lines += ["", "## PointMaze", "",
