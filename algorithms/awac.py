@@ -254,7 +254,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
 
     # Data: raw rewards, raw observations, like rlkit.
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     if data.actions.dtype.kind != "f":
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; awac.py needs continuous actions")
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed)

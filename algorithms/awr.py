@@ -278,7 +278,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
 
     # Data: observations normalized (std floored at 0.01), raw rewards, episode boundaries for the returns.
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     if data.actions.dtype.kind != "f":
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; awr.py needs continuous actions")
     obs_mean = data.observations.mean(0).astype(np.float32)

@@ -136,7 +136,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
 
     # Data: the top fraction of episodes by return; observations normalized with their statistics.
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     if args.top_fraction < 1.0:
         data = data.select_episodes(top_fraction_episodes(data, args.top_fraction))
     if args.normalize_obs:

@@ -313,7 +313,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
 
     # Data: raw rewards (optionally rescaled), raw observations, like the official code.
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     if data.actions.dtype.kind != "f":
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; cql.py needs continuous actions in [-1, 1]")
     scale = return_range_scale(data) if args.reward_scale else 1.0

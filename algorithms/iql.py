@@ -229,7 +229,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
 
     # Data: rewards rescaled by the return range, dataset actions clipped inside (-1, 1).
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     scale = return_range_scale(data) if args.reward_scale else 1.0
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
     buffer.actions.clamp_(-1 + 1e-5, 1 - 1e-5)

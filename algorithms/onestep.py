@@ -271,7 +271,7 @@ def train(args: Args) -> dict:
     bc_end, q_end = phase_ends(args)
 
     # Data: raw rewards; each usable transition's next dataset action for the SARSA target.
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed)
     rows, next_rows = sarsa_rows(data.episode_starts, data.episode_lengths, data.terminals)
     rows, next_actions = torch.as_tensor(rows, device=device), buffer.actions[torch.as_tensor(next_rows, device=device)]

@@ -204,7 +204,7 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
 
     # Data: observations normalized with the dataset's statistics (also at evaluation); rewards as they are.
-    data = load_dataset(args.dataset, download=args.download)
+    data = load_dataset(args.dataset, download=args.download, continuous=True)
     if args.normalize_obs:
         obs_mean, obs_std = observation_stats(data.observations, eps=1e-3)
     else:

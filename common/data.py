@@ -273,11 +273,12 @@ def _flatten_episodes(ds, dataset_id: str) -> dict[str, np.ndarray]:
             "timeouts": np.concatenate(trunc_l), "episode_lengths": np.asarray(lengths, dtype=np.int64)}
 
 
-def load_dataset(dataset_id: str, download: bool = False) -> Dataset:
+def load_dataset(dataset_id: str, download: bool = False, continuous: bool = False) -> Dataset:
     """Flat transition arrays of a Minari dataset, checked for consistency (see module docstring).
 
     The first load reads every episode through Minari and caches the flat arrays next to the data
     (`stitch_flat_v1.npz`); later loads read the cache, which is rebuilt whenever the data files change.
+    `continuous=True` (scripts for Box actions) rejects a dataset with discrete actions at once.
     """
     ds = load_minari(dataset_id, download=download)
     arrays = _read_cache(dataset_id)
@@ -291,6 +292,9 @@ def load_dataset(dataset_id: str, download: bool = False) -> Dataset:
                    episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
                    env_spec=spec, ref_min_score=lo, ref_max_score=hi)
     check_dataset(data)
+    if continuous and np.issubdtype(data.actions.dtype, np.integer):
+        raise DatasetError(f"dataset {dataset_id!r} has discrete actions; this script is for continuous (Box) "
+                           f"actions")
     return data
 
 

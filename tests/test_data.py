@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import minari
 import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import ROOT, make_dataset
 
 from common import data as data_mod
 from common.data import DatasetError, load_dataset, observation_stats, return_range_scale, top_fraction_episodes
@@ -89,6 +92,17 @@ def test_discrete_actions_are_int64_vectors(minari_root):
     data = load_dataset("test/cartpole/tiny-v0")
     assert data.actions.dtype == np.int64 and data.actions.shape == (len(data),)
     assert data.act_dim == 1 and set(np.unique(data.actions)) <= {0, 1}
+    with pytest.raises(DatasetError, match="'test/cartpole/tiny-v0' has discrete actions; this script is for"):
+        load_dataset("test/cartpole/tiny-v0", continuous=True)  # what every continuous-action script asks for
+
+
+def test_continuous_scripts_reject_discrete_data_in_one_line(minari_root):
+    make_dataset("test/cartpole/tiny-v0", env_id="CartPole-v1", episodes=2, max_steps=20)
+    out = subprocess.run([sys.executable, "algorithms/bc.py", "--dataset", "test/cartpole/tiny-v0", "--no-progress"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: dataset 'test/cartpole/tiny-v0' has discrete actions")
 
 
 def test_dict_observations_flatten_like_evaluation():
