@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import tyro
 
 from algorithms import awr
-from common.checkpoints import CheckpointError, load_checkpoint
+from common.checkpoints import load_checkpoint
 from common.config import ArgumentError
 from conftest import make_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "algorithms" / "awr.py"
-
-
-def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    if minari_root is not None:
-        env["MINARI_DATASETS_PATH"] = str(minari_root)
-    return subprocess.run([sys.executable, str(SCRIPT), *flags], check=False, capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,44 +258,3 @@ def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
         awr.train(args)
     assert str(e.value).startswith(flag + " ")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_cli_bad_flag_is_one_line_without_traceback(minari_root):
-    proc = cli("--td-lambda", "2", "--dataset", "test/none-v0", minari_root=minari_root)
-    assert proc.returncode != 0
-    assert proc.stderr.strip() == "error: --td-lambda must be in [0, 1], got 2.0"
-    assert "Traceback" not in proc.stdout + proc.stderr
-
-
-def test_help_lists_every_field(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as e:
-        tyro.cli(awr.Args, args=["--help"])
-    assert e.value.code == 0
-    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
-    docs = field_docstrings(SCRIPT)
-    for field in dataclasses.fields(awr.Args):
-        flag = "--" + field.name.replace("_", "-")
-        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
-        assert field.name in docs, f"Args.{field.name} has no docstring"
-        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
-    assert "--no-progress" in text
-
-
-def field_docstrings(script: Path) -> dict[str, str]:
-    tree = ast.parse(script.read_text())
-    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
-    docs = {}
-    for a, b in zip(cls.body, cls.body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = b.value.value
-    return docs
-
-
-def test_resume_from_another_algorithms_checkpoint(tmp_path):
-    from common.checkpoints import save_checkpoint
-
-    other = tmp_path / "runs" / "iql__run"
-    save_checkpoint(other / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
-    with pytest.raises(CheckpointError, match="belongs to iql, not awr"):
-        awr.train(awr.Args(resume=str(other), progress=False))

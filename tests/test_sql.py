@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import tyro
 
 from algorithms import sql
-from common.checkpoints import CheckpointError, load_checkpoint
+from common.checkpoints import load_checkpoint
 from common.config import ArgumentError
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "algorithms" / "sql.py"
-
-
-def cli(*flags: str, minari_root: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    if minari_root is not None:
-        env["MINARI_DATASETS_PATH"] = str(minari_root)
-    return subprocess.run([sys.executable, str(SCRIPT), *flags], check=False, capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,75 +169,3 @@ def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
         sql.train(args)  # fails at start: before the (missing) dataset is even looked up
     assert str(e.value).startswith(flag + " ")
     assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_on_cpu_machine(tmp_path):
-    with pytest.raises(ArgumentError, match="--device 'cuda'"):
-        sql.train(sql.Args(dataset="test/none-v0", device="cuda", runs_dir=str(tmp_path), progress=False))
-
-
-def test_cli_bad_flag_is_one_line_without_traceback(minari_root):
-    proc = cli("--alpha", "0", "--dataset", "test/none-v0", minari_root=minari_root)
-    assert proc.returncode != 0
-    assert proc.stderr.strip() == "error: --alpha must be positive, got 0.0"
-    assert "Traceback" not in proc.stdout + proc.stderr
-
-
-def test_help_lists_every_field(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as e:
-        tyro.cli(sql.Args, args=["--help"])  # what `python algorithms/sql.py --help` prints
-    assert e.value.code == 0
-    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
-    docs = field_docstrings(SCRIPT)
-    for field in dataclasses.fields(sql.Args):
-        flag = "--" + field.name.replace("_", "-")
-        assert re.search(re.escape(flag) + r"\b", text), f"{flag} missing from --help"
-        assert field.name in docs, f"Args.{field.name} has no docstring"
-        assert " ".join(docs[field.name].split()) in text, f"the docstring of {flag} is missing from --help"
-    assert "--no-progress" in text and "--no-layer-norm" in text
-
-
-def field_docstrings(script: Path) -> dict[str, str]:
-    """The string literal right after each field of the `Args` dataclass."""
-    tree = ast.parse(script.read_text())
-    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args"]
-    docs = {}
-    for a, b in zip(cls.body, cls.body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = b.value.value
-    return docs
-
-
-def test_resume_missing_folder(tmp_path):
-    missing = tmp_path / "runs" / "sql__gone"
-    with pytest.raises(CheckpointError) as e:
-        sql.train(sql.Args(resume=str(missing), progress=False))
-    assert str(missing / "checkpoint.pt") in str(e.value)
-    assert not missing.exists()
-
-
-def test_resume_corrupt_checkpoint_is_left_as_it_was(tmp_path):
-    run_dir = tmp_path / "runs" / "sql__broken"
-    run_dir.mkdir(parents=True)
-    garbage = np.random.default_rng(0).bytes(4096)
-    (run_dir / "checkpoint.pt").write_bytes(garbage)
-    with pytest.raises(CheckpointError) as e:
-        sql.train(sql.Args(resume=str(run_dir), progress=False))
-    assert str(run_dir / "checkpoint.pt") in str(e.value)
-    assert (run_dir / "checkpoint.pt").read_bytes() == garbage
-    assert [p.name for p in run_dir.iterdir()] == ["checkpoint.pt"]  # nothing else written
-
-
-def test_resume_from_another_algorithms_or_foreign_checkpoint(tmp_path):
-    from common.checkpoints import save_checkpoint
-
-    other = tmp_path / "runs" / "iql__run"
-    save_checkpoint(other / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 1, "evals": "[]", "rng": {}})
-    with pytest.raises(CheckpointError, match="belongs to iql, not sql"):
-        sql.train(sql.Args(resume=str(other), progress=False))
-    foreign = tmp_path / "runs" / "foreign"
-    save_checkpoint(foreign / "checkpoint.pt", {"weights": torch.zeros(3)})
-    with pytest.raises(CheckpointError, match="not a Stitch sql checkpoint"):
-        sql.train(sql.Args(resume=str(foreign), progress=False))
