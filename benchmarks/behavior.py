@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -63,3 +66,23 @@ def load_actor(path: str | Path) -> tuple[GaussianActor, dict]:
     actor.load_state_dict(blob["state_dict"])
     actor.eval()
     return actor, {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def episode_returns(act: Callable[[torch.Tensor], np.ndarray | int], env_id: str, episodes: int,
+                    seed: int) -> list[float]:
+    """Undiscounted returns of `episodes` episodes of `act(obs[1, obs_dim]) -> action` in `env_id`, reset seeds
+    seed, seed + 1, ...: the trainers' quick snapshot evaluation (SAC's mean action, DQN's greedy one)."""
+    env = gym.make(env_id)
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, total = False, 0.0
+        while not done:
+            with torch.no_grad():
+                a = act(torch.as_tensor(obs, dtype=torch.float32)[None])
+            obs, r, term, trunc, _ = env.step(a)
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return returns

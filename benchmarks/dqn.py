@@ -61,6 +61,7 @@ import torch.nn.functional as F
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.behavior import episode_returns  # noqa: E402
 from common.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 
 
@@ -206,20 +207,7 @@ def td_loss(q: QNetwork, obs: torch.Tensor, actions: torch.Tensor, target: torch
 
 def evaluate(q: QNetwork, env_id: str, episodes: int, seed: int) -> list[float]:
     """Undiscounted returns of `episodes` greedy episodes, reset seeds seed, seed + 1, ..."""
-    env = gym.make(env_id)
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
-        while not done:
-            with torch.no_grad():
-                a = int(q(torch.as_tensor(obs, dtype=torch.float32)[None]).argmax(-1))
-            obs, r, term, trunc, _ = env.step(a)
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    env.close()
-    return returns
+    return episode_returns(lambda obs: int(q(obs).argmax(-1)), env_id, episodes, seed)
 
 
 def check_args(args: Args) -> None:

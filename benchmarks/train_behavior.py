@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.behavior import GaussianActor, save_actor  # noqa: E402
+from benchmarks.behavior import GaussianActor, episode_returns, save_actor  # noqa: E402
 from common.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 
 
@@ -96,20 +96,8 @@ class TwinCritic(nn.Module):
 
 
 def evaluate(actor: GaussianActor, env_id: str, episodes: int, seed: int) -> list[float]:
-    env = gym.make(env_id)
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
-        while not done:
-            with torch.no_grad():
-                a = actor.act(torch.as_tensor(obs, dtype=torch.float32)[None], deterministic=True)[0].numpy()
-            obs, r, term, trunc, _ = env.step(a)
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    env.close()
-    return returns
+    """Returns of the actor's deterministic (mean) action."""
+    return episode_returns(lambda obs: actor.act(obs, deterministic=True)[0].numpy(), env_id, episodes, seed)
 
 
 def main(args: Args) -> None:
