@@ -14,9 +14,12 @@ folder under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, 
 git commit, the command, the host, wall time, updates/s, the dataset's reference scores and every
 evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the
 results file are skipped, and a cell whose run folder holds a checkpoint is resumed, so an interrupted
-grid continues where it stopped. A failed cell is reported with the tail of its log; the other cells go
-on, and the exit status is 1 if any failed. Adding an algorithm to a grid is adding its script name to
-`--algos`; `--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all).
+grid continues where it stopped. Several grids may share a results file and a runs folder on one machine
+(a second one started later to use a freed core, say): each cell's folder is locked while it runs and the
+results file is read again before a cell starts, so no cell is trained twice. A failed cell is reported
+with the tail of its log; the other cells go on, and the exit status is 1 if any failed. Adding an
+algorithm to a grid is adding its script name to `--algos`; `--extra 'algo:--flag=value'` overrides a
+flag for one algorithm ('*:' for all).
 
 Peer libraries' algorithms are cells too (benchmarks/peers/): `--algos d3rlpy_bc d3rlpy_td3_bc d3rlpy_iql
 d3rlpy_cql` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in d3rlpy's own virtual
@@ -203,6 +206,22 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
     if not cell_dir.is_absolute():
         cell_dir = Path.cwd() / cell_dir
     cell_dir.mkdir(parents=True, exist_ok=True)
+    # Held for the whole run: a second grid on this machine (started later to use a freed core, say) skips the
+    # cell instead of training it twice into the same folder. The kernel drops the lock if this process dies.
+    lock = open(cell_dir / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return {"skipped": f"another grid is running it ({cell_dir} is locked)"}
+    try:
+        return _run_cell_locked(cell, total_steps, threads, cell_dir, repo, host, commit)
+    finally:
+        lock.close()
+
+
+def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path, repo: Path, host: str,
+                     commit: str | None) -> dict:
     checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
     cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -240,11 +259,14 @@ class Progress:
     """Writes each outcome as it arrives: a record to the results file, or a failure report to stderr."""
 
     def __init__(self, results: Path, total: int):
-        self.results, self.total, self.count, self.failed = results, total, 0, []
+        self.results, self.total, self.count, self.failed, self.skipped = results, total, 0, [], []
 
     def __call__(self, cell: Cell, outcome: dict) -> None:
         self.count += 1
-        if "record" in outcome:
+        if "skipped" in outcome:
+            self.skipped.append(cell)
+            print(f"[{self.count}/{self.total}] skipped {cell}: {outcome['skipped']}", flush=True)
+        elif "record" in outcome:
             rec = outcome["record"]
             append_record(self.results, rec)
             print(f"[{self.count}/{self.total}] done {cell}: score {rec['final_score']:.1f} "
@@ -259,9 +281,16 @@ class Progress:
 
 def run_local(cells: list[Cell], args: Args, progress: Progress) -> None:
     runs_dir = str(Path(args.runs_dir).resolve())
+    results = Path(args.results)
+
+    def run_unless_done(c: Cell) -> dict:  # another grid sharing the results file may have finished it meanwhile
+        if cell_key(c.algo, c.dataset, c.seed, args.total_steps, c.flags) in done_keys(results):
+            return {"skipped": f"already in {results} (finished by another grid)"}
+        return run_cell(c, args.total_steps, args.threads, runs_dir, str(ROOT))
+
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     try:
-        futures = {pool.submit(run_cell, c, args.total_steps, args.threads, runs_dir, str(ROOT)): c for c in cells}
+        futures = {pool.submit(run_unless_done, c): c for c in cells}
         for fut in as_completed(futures):
             try:
                 outcome = fut.result()
@@ -374,12 +403,14 @@ def main(args: Args) -> None:
     try:
         (run_local if args.ray_address is None else run_ray)(cells, args, progress)
     except KeyboardInterrupt:
-        raise SystemExit(f"interrupted: {progress.count - len(progress.failed)} of {len(cells)} cells finished and "
+        raise SystemExit(f"interrupted: {progress.count - len(progress.failed) - len(progress.skipped)} of "
+                         f"{len(cells)} cells finished and "
                          f"are in {results}; the same command continues the grid") from None
     if progress.failed:
         raise SystemExit(f"error: {len(progress.failed)} of {len(cells)} cells failed (reported above): "
                          + "; ".join(map(str, progress.failed)))
-    print(f"all {len(cells)} cells done -> {results}", flush=True)
+    skipped = f" ({len(progress.skipped)} skipped: another grid ran them)" if progress.skipped else ""
+    print(f"all {len(cells)} cells done{skipped} -> {results}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 
 from conftest import ROOT
+
+from benchmarks import run_grid
 
 
 def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
@@ -78,3 +81,29 @@ def test_speed_script_writes_rates(tmp_path):
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
     assert record["updates_per_s"]["bc"] > 0 and record["device"] == "cpu" and record["threads"] == 1
+
+
+def test_two_grids_sharing_a_results_file_never_train_a_cell_twice(tmp_path, monkeypatch):
+    """A second grid started beside a first (to use a freed core) skips the cell the first is running (its folder
+    is locked) and the cells the first finished after the second read the results file."""
+    cell = run_grid.Cell("bc", "test/hopper/tiny-v0", 0, [])
+    cell_dir = tmp_path / "runs" / run_grid.cell_dir_name(cell, 100)
+    cell_dir.mkdir(parents=True)
+    with open(cell_dir / ".lock", "w") as held:  # the first grid, running this cell
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT))
+    assert "skipped" in out and "locked" in out["skipped"]
+    assert not (cell_dir / "log.txt").exists()  # nothing was started
+
+    # seed 1 appears in the results file after this grid made its cell list: it is not run
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"algo": "bc", "dataset": cell.dataset, "seed": 1, "total_steps": 100,
+                                   "flags": []}) + "\n")
+    ran = []
+    monkeypatch.setattr(run_grid, "run_cell", lambda c, *a, **k: ran.append(c.seed) or {"error": "stub"})
+    args = run_grid.Args(algos=["bc"], datasets=[cell.dataset], seeds=[0, 1], total_steps=100,
+                         results=str(results), runs_dir=str(tmp_path / "runs"))
+    progress = run_grid.Progress(results, 2)
+    run_grid.run_local([cell, cell._replace(seed=1)], args, progress)
+    assert ran == [0]
+    assert [c.seed for c in progress.skipped] == [1] and [c.seed for c in progress.failed] == [0]
