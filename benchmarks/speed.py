@@ -28,7 +28,6 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 ALL_ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
 
 
@@ -61,9 +60,8 @@ def cpu_name() -> str:
 
 
 def main(args: Args) -> None:
-    from conftest import make_dataset
-
     from benchmarks.peers import PeerError, check_d3rlpy_venv, is_peer, peer_versions, script_command
+    from benchmarks.synthetic import write_rollout_dataset
 
     for algo in args.algos:
         if not is_peer(algo) and not (ROOT / "algorithms" / f"{algo}.py").exists():
@@ -79,7 +77,7 @@ def main(args: Args) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"] = str(Path(tmp) / "minari")
-        make_dataset("speed/hopper/random-v0", episodes=200, max_steps=1000, seed=0)
+        write_rollout_dataset("speed/hopper/random-v0", episodes=200, max_steps=1000, seed=0)
         for algo in args.algos:
             runs = Path(tmp) / "runs" / algo
             cmd = [*script_command(algo), "--dataset", "speed/hopper/random-v0",
