@@ -107,3 +107,18 @@ def test_two_grids_sharing_a_results_file_never_train_a_cell_twice(tmp_path, mon
     run_grid.run_local([cell, cell._replace(seed=1)], args, progress)
     assert ran == [0]
     assert [c.seed for c in progress.skipped] == [1] and [c.seed for c in progress.failed] == [0]
+
+
+def test_build_speed_times_a_build_in_a_private_root(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = tmp_path / "build.json"
+    proc = run(["benchmarks/build_speed.py", "--n-steps", "3000", "--workers", "1", "--out", str(out)], env)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["builds"]
+    assert row["id"] == "stitch/hopper/medium-v0" and row["steps"] == 3000
+    assert 0 < row["cpu_s"] and 0 < row["wall_s"] < 300
+    assert abs(row["wall_min_per_1M_steps"] - row["wall_s"] / 60 * 1e6 / 3000) < 0.02 * row["wall_min_per_1M_steps"]
+    assert not (tmp_path / "minari").exists()  # built in its own temporary root, gone afterwards
+
+    bad = run(["benchmarks/build_speed.py", "--ids", "stitch/hopper/nope-v0", "--out", str(out)], env)
+    assert bad.returncode != 0 and "nope" in bad.stderr
