@@ -68,6 +68,10 @@ import zlib
 import gymnasium as gym
 import numpy as np
 
+if __name__ == "__main__":  # `python benchmarks/maze.py`: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import evaluation  # noqa: E402
+
 # ----------------------------------------------------------------------------------------------
 # Mazes
 # ----------------------------------------------------------------------------------------------
@@ -193,11 +197,7 @@ def make_env(maze: Maze, dense: bool = False, time_limit: bool = True) -> gym.En
     spec = env_spec(maze, dense)
     if not time_limit:
         spec = dataclasses.replace(spec, max_episode_steps=None)
-    env = gym.make(spec, disable_env_checker=True)
-    # gymnasium-robotics leaves the maze's MuJoCo model file in the temporary folder; it is loaded by now
-    with contextlib.suppress(AttributeError, OSError):
-        os.remove(env.unwrapped.tmp_xml_file_path)
-    return env
+    return evaluation.make_env(spec, disable_env_checker=True)
 
 
 # ----------------------------------------------------------------------------------------------

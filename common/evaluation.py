@@ -13,6 +13,8 @@ training never use, so evaluations are repeatable and disjoint from training.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Callable
 
 import gymnasium as gym
@@ -28,6 +30,17 @@ def flatten_obs(obs) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32).reshape(-1)
 
 
+def make_env(env_spec, **kwargs) -> gym.Env:
+    """`gym.make(env_spec, **kwargs)`, minus a file gymnasium-robotics leaks: its maze envs write their MuJoCo
+    model to the temporary folder on every make and never delete it (thousands over a benchmark grid)."""
+    env = gym.make(env_spec, **kwargs)
+    path = getattr(env.unwrapped, "tmp_xml_file_path", None)
+    if path:  # loaded into the simulator by now
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    return env
+
+
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, seed: int = 0,
              max_envs: int = 50) -> np.ndarray:
     """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep."""
@@ -36,7 +49,7 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
     returns: list[float] = []
     for first in range(0, episodes, max_envs):
         n = min(max_envs, episodes - first)
-        envs = [gym.make(env_spec) for _ in range(n)]
+        envs = [make_env(env_spec) for _ in range(n)]
         seeds = [EVAL_SEED_OFFSET + 10_000 * seed + first + i for i in range(n)]
         obs = [flatten_obs(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
         space = envs[0].action_space

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
 
 import minari
 import numpy as np
@@ -108,7 +109,7 @@ def test_build_is_deterministic_and_well_formed(minari_root, small):
     assert stats["steps"] == 1500 and stats["episodes"] == 5 and stats["goal_cell"] == [1, 1]
 
 
-def test_dataset_loads_and_evaluates_in_its_env(minari_root, small):
+def test_dataset_loads_and_evaluates_in_its_env(minari_root, small, monkeypatch):
     suite.build(UMAZE, n_steps=600, progress=False, workers=1)
     data = load_dataset(UMAZE)
     u = maze.MAZES["umaze"]
@@ -122,7 +123,12 @@ def test_dataset_loads_and_evaluates_in_its_env(minari_root, small):
     assert u.xy_cell(obs["desired_goal"]) == u.goal_cell and u.xy_cell(obs["achieved_goal"]) == u.reset_cell
     # flattened in key order: achieved_goal, desired_goal, observation
     np.testing.assert_array_equal(data.observations[0, 4:6], data.observations[0, :2])
+    tmp = minari_root.parent / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))  # where gymnasium-robotics writes its maze model
     returns = evaluate(lambda o: np.zeros((len(o), 2), np.float32), data.env_spec, episodes=2)
+    maze.make_env(u).close()
+    assert tempfile.gettempdir() == str(tmp) and list(tmp.iterdir()) == [], "maze model files left behind"
     assert returns.shape == (2,) and (returns == 0).all(), "standing still at the reset cell earns nothing"
     lo, hi = data.ref_min_score, data.ref_max_score
     assert data.normalized_score(returns) == pytest.approx(np.full(2, -100 * lo / (hi - lo)))
