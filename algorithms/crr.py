@@ -8,7 +8,8 @@ CRR trains a critic of the current policy by TD learning and the policy by regre
 actions, filtered by the critic: an action is imitated in proportion to f(A), A its advantage over the
 policy's own actions, so the policy never maximizes Q directly:
 
-    L_Q(theta) = 1/2 E_(s,a,r,s')~D [ ( r + gamma (1 - d) Qbar(s', a') - Q_theta(s, a) )^2 ],  a' ~ pibar(.|s')
+    L_Q(theta) = 1/2 E_(s,a,r,s')~D [ ( r + gamma (1 - d) Qbar(s', a') - Q_theta(s, a) )^2 ],
+                 a' = the dataset's next action (--backup sarsa, default) or a' ~ pibar(.|s') (--backup policy)
     A(s, a)    = Q(s, a) - 1/m sum_j Q(s, a_j)   (CRR mean; CRR max: max_j),  a_j ~ pi(.|s), m = 4
     L_pi(phi)  = -E_(s,a)~D [ f(A(s, a)) log pi_phi(a | s) ]
     --filter exp:    f = min(exp(A / beta), 20)         (Eq. 4)
@@ -16,12 +17,18 @@ policy's own actions, so the policy never maximizes Q directly:
 
 Implementation details (from acme unless marked "deviation"):
  1. One update: both losses from the networks as they are at the start of the update (the advantage
-    uses the current critic and the current policy's samples, the backup the target critic and the
-    target policy's sample), then one Adam step each; every 100 updates both targets are hard-copied
-    from the online networks (`target_update_period=100`).
+    uses the current critic and the current policy's samples, the backup the target critic at the
+    dataset's next action or the target policy's sample), then one Adam step each; every 100 updates both
+    targets are hard-copied from the online networks (`target_update_period=100`).
  2. Deviation: a scalar critic (as acme); the paper uses a distributional (categorical) critic.
- 3. Deviation: the backup samples a' from the target policy (the paper and acme's default); acme's
-    D4RL example instead uses the dataset's next action (`use_sarsa_target=True`, i.e. one-step RL).
+ 3. The backup's a' is the dataset's next action by default (`--backup sarsa`), as in acme's D4RL example
+    (examples/offline/run_crr_jax.py, `use_sarsa_target=True`): Q then evaluates the behaviour policy, as in
+    one-step RL, and only in-sample actions are ever backed up. The paper and acme's CRRConfig default sample
+    a' from the target policy (`--backup policy`); with this script's scalar critic (item 2; the paper's
+    categorical critic bounds Q by its fixed support) that diverged on stitch/hopper/medium-replay-v0:
+    Q(s, a) on the data doubled every ~1,000 updates, 26 -> 1.4e5 by update 12,000 (rewards are ~3 per step,
+    so |Q| < 400), and the policy scored 1-2. Transitions at a timeout have no next action in the data; with
+    `--backup sarsa` they are never sampled (terminal ones are: their a' is never used).
  4. Policy: tanh-squashed Gaussian, state-dependent scale = softplus(x) + 1e-3 (acme's
     NormalTanhDistribution). log pi(a|s) of a dataset action clips it to +-0.999; at the clip it uses
     the Gaussian's tail mass beyond atanh(0.999) divided by 1 - 0.999, as acme does. Evaluation uses
@@ -33,13 +40,14 @@ Implementation details (from acme unless marked "deviation"):
  7. Deviation: evaluation runs 10 episodes every 5,000 updates; the score is the final evaluation.
 
 Defaults: beta 1, ratio bound 20, m = 4, mean advantage, exp filter (the paper's Eq. 3-4 and acme's
-losses.py), Adam lr 3e-4 for both networks and hard target updates every 100 steps (acme's CRRConfig),
-gamma 0.99, batch 256, 1M updates. The paper reports no D4RL Gym-MuJoCo results (it evaluates on RL
-Unplugged); acme's D4RL example uses a policy lr of 3e-5 and batch 64.
+losses.py), SARSA backup (acme's D4RL example, item 3), Adam lr 3e-4 for both networks and hard target
+updates every 100 steps (acme's CRRConfig), gamma 0.99, batch 256, 1M updates. The paper reports no D4RL
+Gym-MuJoCo results (it evaluates on RL Unplugged); acme's D4RL example uses a policy lr of 3e-5 and batch 64.
 
 Usage:
     python algorithms/crr.py                                         # stitch/hopper/medium-replay-v0
     python algorithms/crr.py --filter binary --advantage max --dataset stitch/hopper/medium-v0
+    python algorithms/crr.py --backup policy                         # the paper's backup (see item 3)
     python algorithms/crr.py --resume runs/crr__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -90,6 +98,9 @@ class Args:
     """Updates between hard copies of the policy and critic into their targets."""
     filter: Literal["exp", "binary"] = "exp"
     """Policy filter f(A): min(exp(A / beta), max_weight), or the indicator 1[A > 0]."""
+    backup: Literal["sarsa", "policy"] = "sarsa"
+    """Next action a' in the TD target: the dataset's (acme's D4RL setting) or a sample of the target policy
+    (the paper's; diverges with this scalar critic on Hopper, see the docstring)."""
     advantage: Literal["mean", "max"] = "mean"
     """Baseline of the advantage over the m sampled actions: their mean Q (CRR) or max Q (CRR max)."""
     num_action_samples: int = 4
@@ -125,6 +136,7 @@ def check_args(args: Args) -> None:
     require(isinstance(args.target_update_every, int) and args.target_update_every > 0, "target_update_every",
             "must be a positive integer", args.target_update_every)
     require(args.filter in ("exp", "binary"), "filter", "must be exp or binary", args.filter)
+    require(args.backup in ("sarsa", "policy"), "backup", "must be sarsa or policy", args.backup)
     require(args.advantage in ("mean", "max"), "advantage", "must be mean or max", args.advantage)
     require(isinstance(args.num_action_samples, int) and args.num_action_samples >= 1, "num_action_samples",
             "must be an integer >= 1", args.num_action_samples)
@@ -201,12 +213,23 @@ class TanhGaussianPolicy(nn.Module):
         return torch.tanh(self.loc(self.trunk(obs)))
 
 
+def sarsa_rows(episode_starts: np.ndarray, episode_lengths: np.ndarray, terminals: np.ndarray):
+    """(rows, next_rows): the transitions usable with the dataset's next action, and that action's row.
+    An episode's last transition has no a' in the data: kept if terminal (a' is never used), else dropped."""
+    n = len(terminals)
+    last = np.zeros(n, dtype=bool)
+    last[episode_starts + episode_lengths - 1] = True
+    next_rows = np.where(last, np.arange(n), np.arange(n) + 1)
+    rows = np.flatnonzero(~last | (terminals > 0))
+    return rows, next_rows
+
+
 # ----------------------------------------------------------------------------------------------
 # Losses (one per equation of the paper)
 # ----------------------------------------------------------------------------------------------
 def q_loss(q: torch.Tensor, rew: torch.Tensor, done: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
     """L_Q = 1/2 E[(r + gamma (1 - d) Qbar(s', a') - Q(s, a))^2]  (TD policy evaluation, scalar critic);
-    a' ~ pibar(.|s'), the target policy."""
+    next_q = Qbar(s', a') with a' the dataset's next action or a sample of the target policy."""
     target = (rew + gamma * (1.0 - done) * next_q).detach()
     return 0.5 * ((q - target) ** 2).mean()
 
@@ -258,6 +281,8 @@ def train(args: Args) -> dict:
     if data.actions.dtype.kind != "f":
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; crr.py needs continuous actions")
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed)
+    rows, next_rows = sarsa_rows(data.episode_starts, data.episode_lengths, data.terminals)
+    rows, next_actions = torch.as_tensor(rows, device=device), buffer.actions[torch.as_tensor(next_rows, device=device)]
     m = args.num_action_samples
 
     q = Critic(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
@@ -285,11 +310,19 @@ def train(args: Args) -> dict:
     run = Run(run_dir, args, "crr", args.total_steps, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
+    def sample(batch_size: int):
+        """A minibatch (s, a, r, s', a', d), drawn with the buffer's own (checkpointed) generator; a' is the
+        dataset's next action, from the transitions that have one, with --backup sarsa (else unused)."""
+        if args.backup == "policy":
+            return *buffer.sample(batch_size), None
+        i = rows[torch.randint(0, len(rows), (batch_size,), device=device, generator=buffer.generator)]
+        return buffer.obs[i], buffer.actions[i], buffer.rewards[i], buffer.next_obs[i], buffer.dones[i], next_actions[i]
+
     def update(batch, step: int) -> dict[str, torch.Tensor]:
-        obs, act, rew, next_obs, done = batch
+        obs, act, rew, next_obs, done, next_act = batch
         B = obs.shape[0]
         with torch.no_grad():  # every quantity below from the networks as they are before this update
-            next_q = q_target(next_obs, policy_target.sample(next_obs))
+            next_q = q_target(next_obs, next_act if next_act is not None else policy_target.sample(next_obs))
             q_samples = q(obs.repeat(m, 1), policy.sample(obs, m).reshape(m * B, -1)).view(m, B)
         q_data = q(obs, act)
         adv = advantage(q_data, q_samples, args.advantage)
@@ -324,7 +357,7 @@ def train(args: Args) -> dict:
 
     start_time, start_step = time.time(), step
     while step < args.total_steps:
-        metrics = update(buffer.sample(args.batch_size), step + 1)
+        metrics = update(sample(args.batch_size), step + 1)
         step += 1
         if step % args.log_every == 0:
             run.log(step, {k: v.item() for k, v in metrics.items()}

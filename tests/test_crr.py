@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,6 +162,27 @@ def test_train_smoke(tiny_hopper, tmp_path):
     assert again["steps"] == 200 and again["final_score"] == result["final_score"]
 
 
+def test_sarsa_rows_pair_each_transition_with_the_next_dataset_action():
+    # episodes of 3 (ends in a timeout), 2 (terminal) and 2 (timeout) steps
+    starts, lengths, terminals = np.array([0, 3, 5]), np.array([3, 2, 2]), np.array([0, 0, 0, 0, 1, 0, 0])
+    rows, next_rows = crr.sarsa_rows(starts, lengths, terminals)
+    assert rows.tolist() == [0, 1, 3, 4, 5]  # 2 and 6 end in a timeout: no next action in the data
+    assert next_rows[rows].tolist() == [1, 2, 4, 4, 6]  # 4 is terminal: its a' is a placeholder, never used
+
+
+@pytest.mark.parametrize("backup", ["sarsa", "policy"])
+def test_backup_takes_the_dataset_or_the_target_policy_action(backup, tiny_hopper, tmp_path, monkeypatch):
+    calls = []
+    sample = crr.TanhGaussianPolicy.sample
+    monkeypatch.setattr(crr.TanhGaussianPolicy, "sample", lambda self, obs, n=None: calls.append(n) or
+                        sample(self, obs, n))
+    args = crr.Args(dataset=tiny_hopper, total_steps=10, backup=backup, eval_every=10, eval_episodes=1,
+                    hidden_dim=16, batch_size=32, runs_dir=str(tmp_path / "runs"), progress=False)
+    assert math.isfinite(crr.train(args)["final_score"])
+    # every update samples m actions per state for the advantage; only the policy backup samples one a' more
+    assert calls.count(4) == 10 and calls.count(None) == (10 if backup == "policy" else 0)
+
+
 def test_binary_max_variant_and_stale_targets_between_copies(tiny_hopper, tmp_path):
     args = crr.Args(dataset=tiny_hopper, total_steps=30, target_update_every=20, filter="binary", advantage="max",
                     eval_every=30, eval_episodes=1, hidden_dim=16, batch_size=32, runs_dir=str(tmp_path / "runs"),
@@ -178,7 +200,8 @@ def test_binary_max_variant_and_stale_targets_between_copies(tiny_hopper, tmp_pa
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", -1, "--batch-size"), ("filter", "softmax", "--filter"), ("advantage", "min", "--advantage"),
     ("num_action_samples", 0, "--num-action-samples"), ("beta", 0.0, "--beta"), ("max_weight", 0.0, "--max-weight"),
-    ("target_update_every", 0, "--target-update-every"), ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"),
+    ("backup", "td", "--backup"), ("target_update_every", 0, "--target-update-every"),
+    ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
     args = dataclasses.replace(crr.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
