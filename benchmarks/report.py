@@ -21,7 +21,8 @@ Input: one or more JSONL files written by benchmarks/run_grid.py, one record per
 
 The report goes to `<results>.md` (or `--out`), the plots to the folder `<report stem>_plots/` beside it,
 and, with `--readme`, between the README's `<!-- results:start -->` and `<!-- results:end -->` markers
-(plots linked by relative paths). Nothing in them is typed by hand.
+(`--section NAME`: `<!-- NAME:start -->` ... `<!-- NAME:end -->`; plots linked by relative paths).
+Nothing in them is typed by hand.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from typing import Callable
 import numpy as np
 import tyro
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 REQUIRED = ("algo", "dataset", "seed", "total_steps", "final_score", "evals")
 # Flags that change how a run is observed or where it runs, not what it learns: they do not split a column.
@@ -416,6 +416,9 @@ class Args:
     (required with several results files)."""
     readme: str | None = None
     """README to update between the results markers."""
+    section: str = "results"
+    """Which README markers: `<!-- SECTION:start -->` ... `<!-- SECTION:end -->` (one README may hold
+    several reports, e.g. `--section results-200k`)."""
     speed: str | None = None
     """A speed file written by benchmarks/speed.py, shown between the README's speed markers."""
     plots: bool = True
@@ -430,7 +433,8 @@ def command_line(args: Args) -> str:
     """The command that regenerates this report, as the README quotes it."""
     parts = ["python", "benchmarks/report.py", *args.results]
     for flag, value, default in [("--out", args.out, None), ("--readme", args.readme, None),
-                                 ("--speed", args.speed, None), ("--bootstrap-reps", args.bootstrap_reps, 2000),
+                                 ("--section", args.section, "results"), ("--speed", args.speed, None),
+                                 ("--bootstrap-reps", args.bootstrap_reps, 2000),
                                  ("--bootstrap-seed", args.bootstrap_seed, 0)]:
         if value != default:
             parts += [flag, str(value)]
@@ -467,7 +471,8 @@ def main(args: Args) -> None:
     if readme:
         if not readme.is_file():
             raise SystemExit(f"error: no README {readme}")
-        content = replace_between(readme.read_text(), START, END, "", str(readme))  # checks the markers
+        start, end = f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->"
+        content = replace_between(readme.read_text(), start, end, "", str(readme))  # checks the markers
         if args.speed:
             content = replace_between(content, SPEED_START, SPEED_END, speed_table(Path(args.speed)), str(readme))
     print(f"{len(res.records)} runs: {len(res.variants)} variants x {len(res.datasets)} datasets", flush=True)
@@ -481,7 +486,7 @@ def main(args: Args) -> None:
     print(text)
     print(f"wrote {out}", flush=True)
     if readme:  # the same report, with plot links relative to the README
-        write_atomic(readme, replace_between(content, START, END, report_markdown(base=readme.parent, **common),
+        write_atomic(readme, replace_between(content, start, end, report_markdown(base=readme.parent, **common),
                                              str(readme)))
         print(f"updated {readme}", flush=True)
 

@@ -206,3 +206,18 @@ def test_command_line_with_speed_file(tmp_path):
         main(Args(results=[results], readme=str(readme), speed=str(speed), plots=False))
     with pytest.raises(SystemExit, match="error: --speed fills the README's speed markers: give --readme too"):
         main(Args(results=[results], speed=str(speed), plots=False))
+
+
+def test_two_reports_in_one_readme_by_section(tmp_path):
+    first = write_jsonl(tmp_path / "a.jsonl", [record("bc", "A", 0, 1.0)])
+    second = write_jsonl(tmp_path / "b.jsonl", [record("iql", "B", 0, 7.0)])
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\nmiddle\n"
+                      "<!-- long:start -->\nold\n<!-- long:end -->\n")
+    main(Args(results=[first], readme=str(readme), plots=False))
+    main(Args(results=[second], readme=str(readme), section="long", plots=False))
+    head, tail = readme.read_text().split("middle")
+    assert "| A | 1.0 ± 0.0 (n=1) |" in head and "| B |" not in head
+    assert "| B | 7.0 ± 0.0 (n=1) |" in tail and "old" not in tail and "--section long" in tail
+    with pytest.raises(SystemExit, match="error: .* has no <!-- other:start -->"):
+        main(Args(results=[second], readme=str(readme), section="other", plots=False))
