@@ -135,6 +135,17 @@ def group(records: list[dict]) -> Results:
     return Results(records, variants, datasets, dict(cells), {v: v.label(show_steps) for v in variants})
 
 
+LATE_FRACTION = 0.2
+
+
+def late_score(record: dict) -> float:
+    """Mean of the evaluations in the last 20% of training (step >= 0.8 x total steps, the final one included):
+    less at the mercy of one noisy evaluation than the final score, and not optimistic like the best."""
+    first = (1 - LATE_FRACTION) * record["total_steps"]
+    late = [e["score"] for e in record["evals"] if e["step"] >= first]
+    return float(np.mean(late)) if late else float(record["final_score"])
+
+
 def best_score(record: dict) -> float:
     """The best evaluation along the way (optimistic: it picks the maximum of several noisy evaluations)."""
     return max([record["final_score"], *(e["score"] for e in record["evals"])])
@@ -262,7 +273,10 @@ def report_markdown(res: Results, plots: dict[str, Path], base: Path, command: s
               f"mean ± std over n seeds ({seeds} per cell); each evaluation averages {episodes_text}."
               + (" The average row averages each seed's scores over the datasets (— where a column misses a "
                  "dataset)." if len(res.datasets) > 1 else ""),
-              "", "Best evaluation along the way (mean ± std over seeds of each run's highest evaluation; optimistic, "
+              "", f"Mean of each run's evaluations over the last {LATE_FRACTION:.0%} of its updates (the final one "
+              "included; less noisy than the single final evaluation), mean ± std over seeds:", ""]
+    lines += score_table(res, late_score)
+    lines += ["", "Best evaluation along the way (mean ± std over seeds of each run's highest evaluation; optimistic, "
               "since it picks the maximum of several noisy evaluations):", ""]
     lines += score_table(res, best_score)
     lines += ["", f"Aggregate over each algorithm's runs (Agarwal et al., NeurIPS 2021): interquartile mean (IQM) and "

@@ -221,3 +221,14 @@ def test_two_reports_in_one_readme_by_section(tmp_path):
     assert "| B | 7.0 ± 0.0 (n=1) |" in tail and "old" not in tail and "--section long" in tail
     with pytest.raises(SystemExit, match="error: .* has no <!-- other:start -->"):
         main(Args(results=[second], readme=str(readme), section="other", plots=False))
+
+
+def test_late_score_averages_the_last_fifth_of_training(tmp_path):
+    from benchmarks.report import late_score
+
+    rec = record("iql", "A", 0, 30.0, steps=100)
+    rec["evals"] = [{"step": s, "return": 0.0, "score": sc} for s, sc in [(20, 5.0), (70, 90.0), (80, 60.0),
+                                                                         (90, 10.0), (100, 30.0)]]
+    assert late_score(rec) == pytest.approx((60 + 10 + 30) / 3)  # steps 80, 90, 100; 70 is before 0.8 x 100
+    final, late, best = report(tmp_path, [rec]).split("| dataset |")[1:4]
+    assert "| A | 30.0 ± 0.0 (n=1) |" in final and "| A | 33.3 ± 0.0 (n=1) |" in late and "| A | 90.0 ± 0.0" in best
