@@ -42,11 +42,16 @@ def make_env(env_spec, **kwargs) -> gym.Env:
 
 
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, seed: int = 0,
-             max_envs: int = 50) -> np.ndarray:
-    """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep."""
+             max_envs: int = 50, episode_info: dict | None = None) -> np.ndarray:
+    """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep.
+
+    `episode_info`, when given a dict, receives each episode's "length" and whether it "terminated" (rather
+    than reaching the time limit), in episode order."""
     if env_spec is None:
         raise ValueError("this dataset records no environment, so its policies cannot be evaluated")
     returns: list[float] = []
+    lengths: list[int] = []
+    terminated: list[bool] = []
     for first in range(0, episodes, max_envs):
         n = min(max_envs, episodes - first)
         envs = [make_env(env_spec) for _ in range(n)]
@@ -55,6 +60,7 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
         space = envs[0].action_space
         rescale = isinstance(space, gym.spaces.Box) and not (np.all(space.low == -1) and np.all(space.high == 1))
         totals, running = np.zeros(n), list(range(n))
+        steps, ended_by_term = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
         while running:
             actions = np.asarray(policy(np.stack([obs[i] for i in running]).astype(np.float32)))
             if rescale:
@@ -65,6 +71,8 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
                     a = int(a)
                 o, r, term, trunc, _ = envs[i].step(a)
                 totals[i] += float(r)
+                steps[i] += 1
+                ended_by_term[i] = bool(term)
                 obs[i] = flatten_obs(o)
                 if not (term or trunc):
                     still.append(i)
@@ -72,4 +80,8 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
         for env in envs:
             env.close()
         returns.extend(totals.tolist())
+        lengths.extend(steps.tolist())
+        terminated.extend(ended_by_term.tolist())
+    if episode_info is not None:
+        episode_info.update(length=lengths, terminated=terminated)
     return np.asarray(returns)

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from conftest import ROOT
 
 from benchmarks import run_grid
@@ -122,3 +124,36 @@ def test_build_speed_times_a_build_in_a_private_root(tmp_path):
 
     bad = run(["benchmarks/build_speed.py", "--ids", "stitch/hopper/nope-v0", "--out", str(out)], env)
     assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_coverage_counts_transitions_per_band_and_evaluates_runs(tiny_hopper, tmp_path):
+    from algorithms import bc, iql
+    from benchmarks.coverage import Args as CoverageArgs
+    from benchmarks.coverage import dataset_coverage, transitions_from
+    from benchmarks.coverage import main as coverage
+
+    lengths = np.array([250, 50, 120])
+    cov = dataset_coverage(lengths, horizon=300)
+    assert cov["episodes"] == 3 and cov["steps"] == 420
+    # steps 0-99: 100 + 50 + 100; 100-199: 100 + 20; 200-299: 50
+    assert cov["transitions_per_band"] == {"0-99": 250, "100-199": 120, "200-299": 50}
+    assert transitions_from(lengths, 100) == 150 + 0 + 20 and transitions_from(lengths, 0) == 420
+
+    runs = tmp_path / "runs"
+    iql.train(iql.Args(dataset=tiny_hopper, total_steps=20, eval_every=20, eval_episodes=1, hidden_dim=16,
+                       batch_size=16, runs_dir=str(runs), progress=False))
+    (run,) = runs.iterdir()
+    out = tmp_path / "coverage.json"
+    coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(run)], episodes=3, out=str(out)))
+    rec = json.loads(out.read_text())
+    assert rec["data"]["steps"] == sum(rec["data"]["transitions_per_band"].values())
+    (r,) = rec["runs"]
+    assert r["step"] == 20 and len(r["lengths"]) == len(r["scores"]) == len(r["terminated"]) == 3
+    assert all(1 <= n <= 1000 for n in r["lengths"])
+
+    bc.train(bc.Args(dataset=tiny_hopper, total_steps=10, eval_every=10, eval_episodes=1, hidden_dim=16,
+                     batch_size=16, runs_dir=str(tmp_path / "bc"), progress=False))
+    with pytest.raises(SystemExit, match="is a bc run; coverage.py reads iql"):
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(next((tmp_path / "bc").iterdir()))]))
+    with pytest.raises(SystemExit, match="has no checkpoint.pt"):
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path)]))

@@ -230,6 +230,16 @@ def test_evaluate_discrete_actions_cartpole():
     as_floats = evaluate(lambda obs: (obs[:, 2] + obs[:, 3] > 0).astype(np.float32), spec, episodes=3, seed=0)
     np.testing.assert_array_equal(as_floats, balance)
 
+    # each episode's length and how it ended: CartPole pays 1 per step, so its return is its length
+    info = {}
+    mixed = evaluate(lambda obs: np.zeros(len(obs), np.int64), spec, episodes=3, seed=0,
+                     max_envs=2, episode_info=info)
+    assert info["length"] == mixed.astype(int).tolist() and info["terminated"] == [True] * 3
+    short = gym.envs.registration.EnvSpec("ShortCartPole-v0", entry_point=spec.entry_point, max_episode_steps=5)
+    info = {}
+    evaluate(lambda obs: (obs[:, 2] + obs[:, 3] > 0).astype(np.int64), short, episodes=2, episode_info=info)
+    assert info == {"length": [5, 5], "terminated": [False, False]}  # the time limit is not a termination
+
 
 def test_evaluate_needs_an_environment():
     with pytest.raises(ValueError, match="no environment"):

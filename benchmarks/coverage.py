@@ -1,0 +1,118 @@
+"""Where a dataset's episodes end, and where a trained policy's evaluation episodes end: a coverage check.
+
+    python benchmarks/coverage.py --dataset stitch/hopper/medium-replay-v0 \
+        --runs runs/grid/iql__stitch-hopper-medium-replay-v0__s0__200000__c1ba3689/iql__* \
+        --out benchmarks/results/coverage_hopper_mr.json
+
+A policy learned offline only knows the states the data visits. For a locomotion dataset the time step is
+a rough proxy for how far into an episode's state distribution the data reaches: this script reports the
+dataset's episode lengths and how many of its transitions come from each 100-step band of an episode, and,
+for each run folder given, the length, return and ending (fell = terminated, or reached the time limit) of
+`--episodes` evaluation episodes of its final policy, with the seeds `common.evaluation` uses for that run.
+If the policies fall where the data thin out, more updates will not help; more (or longer) data would.
+
+Run folders of iql, sql, eql, xql and onestep are supported (the scripts whose policy is
+`GaussianPolicy(obs_dim, act_dim, hidden_dim)` on raw observations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common.checkpoints import load_checkpoint  # noqa: E402
+from common.data import load_dataset  # noqa: E402
+from common.evaluation import evaluate  # noqa: E402
+
+SUPPORTED = ("iql", "sql", "eql", "xql", "onestep")
+BAND = 100
+
+
+@dataclasses.dataclass
+class Args:
+    dataset: str
+    """Dataset id whose episodes are measured (and the runs were trained on)."""
+    runs: list[str] = dataclasses.field(default_factory=list)
+    """Run folders (with checkpoint.pt) whose final policies are evaluated."""
+    episodes: int = 10
+    """Evaluation episodes per run."""
+    out: str | None = None
+    """JSON file to write (default: print only)."""
+
+
+def dataset_coverage(lengths: np.ndarray, horizon: int) -> dict:
+    """Episode-length percentiles and the transitions in each BAND-step band of the episodes, [0, BAND), ..."""
+    t = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.zeros(0, int)
+    bands = np.bincount(t // BAND, minlength=-(-horizon // BAND))
+    return {"episodes": int(len(lengths)), "steps": int(lengths.sum()),
+            "length_percentiles": {str(q): float(np.percentile(lengths, q)) for q in (50, 75, 90, 99)},
+            "transitions_per_band": {f"{i * BAND}-{(i + 1) * BAND - 1}": int(c) for i, c in enumerate(bands)}}
+
+
+def transitions_from(lengths: np.ndarray, step: int) -> int:
+    """How many transitions happen at time step >= `step` of their episode."""
+    return int(np.maximum(lengths - step, 0).sum())
+
+
+def load_policy(run: Path, obs_dim: int, act_dim: int):
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    algo = ckpt.get("algo")
+    if algo not in SUPPORTED:
+        raise SystemExit(f"error: {run} is a {algo} run; coverage.py reads {', '.join(SUPPORTED)} runs")
+    module = importlib.import_module(f"algorithms.{algo}")
+    args = json.loads(ckpt["args"])
+    policy = module.GaussianPolicy(obs_dim, act_dim, args["hidden_dim"])
+    policy.load_state_dict(ckpt["policy"])
+    policy.eval()
+    return policy, args, int(ckpt["step"])
+
+
+def main(args: Args) -> None:
+    if args.episodes < 1:
+        raise SystemExit(f"error: --episodes must be at least 1, got {args.episodes}")
+    runs = [Path(r) for r in args.runs]
+    for run in runs:
+        if not (run / "checkpoint.pt").is_file():
+            raise SystemExit(f"error: {run} has no checkpoint.pt (give run folders, not grid cell folders)")
+    data = load_dataset(args.dataset)
+    horizon = int(data.episode_lengths.max())
+    record = {"dataset": args.dataset, "data": dataset_coverage(data.episode_lengths, horizon), "runs": [],
+              "command": "python benchmarks/coverage.py " + " ".join(sys.argv[1:])}
+    for run in runs:
+        policy, run_args, step = load_policy(run, data.obs_dim, data.act_dim)
+        if run_args["dataset"] != args.dataset:
+            raise SystemExit(f"error: {run} was trained on {run_args['dataset']}, not {args.dataset}")
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return policy.act(torch.as_tensor(obs)).clamp(-1, 1).numpy()
+
+        info: dict = {}
+        returns = evaluate(act, data.env_spec, args.episodes, seed=run_args["seed"], episode_info=info)
+        fell_at = [n for n, term in zip(info["length"], info["terminated"]) if term]
+        record["runs"].append({
+            "run": str(run), "seed": run_args["seed"], "step": step,
+            "scores": data.normalized_score(returns).round(2).tolist(), "lengths": info["length"],
+            "terminated": info["terminated"],
+            "data_transitions_from_median_fall": (transitions_from(data.episode_lengths, int(np.median(fell_at)))
+                                                  if fell_at else None)})
+    text = json.dumps(record, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
