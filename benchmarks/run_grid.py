@@ -11,7 +11,7 @@
 
 Each cell runs `python algorithms/<algo>.py --dataset D --seed S --total-steps T ...` in its own run
 folder under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, the full config, the
-git commit, the command, the host, wall time, updates/s, the dataset's reference scores and every
+git commit the cell started from, the command, the host, wall time, updates/s, the dataset's reference scores and every
 evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the
 results file are skipped, and a cell whose run folder holds a checkpoint is resumed, so an interrupted
 grid continues where it stopped. Several grids may share a results file and a runs folder on one machine
@@ -222,6 +222,11 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
 
 def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path, repo: Path, host: str,
                      commit: str | None) -> dict:
+    from common.logging import git_commit
+
+    # The commit of the code that starts running (the script reads it only when it finishes, and the
+    # checkout may have moved on by then); a shipped copy without .git gets the driver's `commit`.
+    started_at = git_commit() or commit
     checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
     cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -249,8 +254,8 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
         result["final_score"] = float(data.normalized_score([result["final_return"]])[0])
     except Exception as e:  # noqa: BLE001 -- reported as this cell's failure, the others go on
         return {"error": f"could not score {results[-1]} on {host}: {e!r}", "log_tail": log_tail(log)}
-    if result.get("git_commit") is None:
-        result["git_commit"] = commit
+    if started_at is not None:
+        result["git_commit"] = started_at
     return {"record": build_record(cell, total_steps, threads, result, wall_time_s,
                                    data.ref_min_score, data.ref_max_score)}
 

@@ -31,6 +31,8 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_hopper, tmp_path):
     assert [(r["algo"], r["seed"], r["total_steps"]) for r in records] == [("bc", 0, 100), ("bc", 1, 100)]
     assert all(len(r["evals"]) == 2 and r["updates_per_s"] > 0 for r in records)
     assert all(r["command"].startswith("python algorithms/bc.py --dataset test/hopper/tiny-v0") for r in records)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert all(r["git_commit"] == head for r in records)  # the commit the cell started from
 
     second = run(grid, env)  # everything finished: nothing runs again
     assert second.returncode == 0, second.stderr
