@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -160,14 +159,6 @@ def test_train_smoke(tiny_hopper, tmp_path):
 
     again = crr.train(crr.Args(resume=str(run_dir), progress=False))
     assert again["steps"] == 200 and again["final_score"] == result["final_score"]
-
-
-def test_sarsa_rows_pair_each_transition_with_the_next_dataset_action():
-    # episodes of 3 (ends in a timeout), 2 (terminal) and 2 (timeout) steps
-    starts, lengths, terminals = np.array([0, 3, 5]), np.array([3, 2, 2]), np.array([0, 0, 0, 0, 1, 0, 0])
-    rows, next_rows = crr.sarsa_rows(starts, lengths, terminals)
-    assert rows.tolist() == [0, 1, 3, 4, 5]  # 2 and 6 end in a timeout: no next action in the data
-    assert next_rows[rows].tolist() == [1, 2, 4, 4, 6]  # 4 is terminal: its a' is a placeholder, never used
 
 
 @pytest.mark.parametrize("backup", ["sarsa", "policy"])

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,18 +19,6 @@ from common.config import ArgumentError
 # ----------------------------------------------------------------------------------------------
 # Data and losses, by hand
 # ----------------------------------------------------------------------------------------------
-def test_sarsa_rows_pair_each_transition_with_the_next_dataset_action():
-    # episodes: rows 0-2 (ends by termination), rows 3-4 (cut by a time limit), rows 5-8 (cut at the end of logging)
-    starts, lengths = np.array([0, 3, 5]), np.array([3, 2, 4])
-    terminals = np.array([0, 0, 1, 0, 0, 0, 0, 0, 0], dtype=np.float32)
-    rows, next_rows = onestep.sarsa_rows(starts, lengths, terminals)
-    # every row but the last of an episode bootstraps from a' = the action of the next row; the terminal
-    # row 2 needs no a' (kept, pointing at itself); rows 4 and 8 have no a' in the data (dropped)
-    assert rows.tolist() == [0, 1, 2, 3, 5, 6, 7]
-    assert next_rows.tolist() == [1, 2, 2, 4, 4, 6, 7, 8, 8]
-    assert all(next_rows[r] == r + 1 for r in rows if terminals[r] == 0)  # never across an episode boundary
-
-
 def test_sarsa_loss():
     q = torch.tensor([1.0, 2.0, 0.0], requires_grad=True)
     rew, done = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 0.0])

@@ -114,3 +114,24 @@ def test_resume_from_another_algorithms_or_foreign_checkpoint(algo, tmp_path):
     save_checkpoint(foreign / "checkpoint.pt", {"weights": torch.zeros(3)})
     with pytest.raises(CheckpointError, match=f"not a Stitch {algo} checkpoint"):
         module.train(module.Args(resume=str(foreign), progress=False))
+
+
+SARSA_SCRIPTS = [a for a in SCRIPTS if "def sarsa_rows(" in (ROOT / "algorithms" / f"{a}.py").read_text()]
+
+
+@pytest.mark.parametrize("algo", SARSA_SCRIPTS)
+def test_sarsa_rows_pair_each_transition_with_the_next_dataset_action(algo):
+    """Scripts whose backup uses the dataset's next action (onestep, crr) each carry their own sarsa_rows."""
+    # episodes: rows 0-2 (ends by termination), rows 3-4 (cut by a time limit), rows 5-8 (cut at the end of logging)
+    starts, lengths = np.array([0, 3, 5]), np.array([3, 2, 4])
+    terminals = np.array([0, 0, 1, 0, 0, 0, 0, 0, 0], dtype=np.float32)
+    rows, next_rows = script_module(algo).sarsa_rows(starts, lengths, terminals)
+    # every row but the last of an episode bootstraps from a' = the action of the next row; the terminal
+    # row 2 needs no a' (kept, pointing at itself); rows 4 and 8 have no a' in the data (dropped)
+    assert rows.tolist() == [0, 1, 2, 3, 5, 6, 7]
+    assert next_rows.tolist() == [1, 2, 2, 4, 4, 6, 7, 8, 8]
+    assert all(next_rows[r] == r + 1 for r in rows if terminals[r] == 0)  # never across an episode boundary
+
+
+def test_sarsa_scripts_are_found():
+    assert {"onestep", "crr"} <= set(SARSA_SCRIPTS)
