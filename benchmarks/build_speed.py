@@ -13,7 +13,6 @@ show up as a load average above the worker count, and the wall time then says li
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import resource
 import sys
@@ -46,7 +45,7 @@ def cpu_seconds() -> float:
 
 def main(args: Args) -> None:
     from benchmarks import suite
-    from benchmarks.speed import cpu_name
+    from benchmarks.speed import cpu_name, write_results
 
     for dataset_id in args.ids:
         suite.parse_id(dataset_id)  # a typo fails before any build
@@ -69,10 +68,7 @@ def main(args: Args) -> None:
                   f"{row['load_avg_1min_after']:.1f} after", flush=True)
     record = {"builds": rows, "workers": workers, "cpu_count": os.cpu_count(), "cpu": cpu_name(),
               "command": "python benchmarks/build_speed.py " + " ".join(sys.argv[1:])}
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"build_speed_{os.cpu_count()}cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(Path(args.out or ROOT / "benchmarks" / "results" / f"build_speed_{os.cpu_count()}cpu.json"), record)
 
 
 if __name__ == "__main__":

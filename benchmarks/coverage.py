@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.checkpoints import load_checkpoint  # noqa: E402
 from common.data import load_dataset  # noqa: E402
+from benchmarks.speed import write_results  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 
 SUPPORTED = ("iql", "sql", "eql", "xql", "onestep")
@@ -106,12 +107,9 @@ def main(args: Args) -> None:
             "terminated": info["terminated"],
             "data_transitions_from_median_fall": (transitions_from(data.episode_lengths, int(np.median(fell_at)))
                                                   if fell_at else None)})
-    text = json.dumps(record, indent=2)
-    print(text)
+    print(json.dumps(record, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+        write_results(Path(args.out), record)
 
 
 if __name__ == "__main__":

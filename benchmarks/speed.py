@@ -59,6 +59,15 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+def write_results(out: Path, record: dict) -> None:
+    """Write a measurement as indented JSON (its folder made, the file replaced in one rename) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
 def main(args: Args) -> None:
     from benchmarks.peers import PeerError, check_d3rlpy_venv, is_peer, peer_versions, script_command
     from benchmarks.synthetic import write_rollout_dataset
@@ -107,10 +116,8 @@ def main(args: Args) -> None:
               "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
     if any(is_peer(a) for a in args.algos):
         record["peers"] = peer_versions()
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.device.split(':')[0]}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.device.split(':')[0]}.json"),
+                  record)
 
 
 if __name__ == "__main__":
