@@ -27,7 +27,9 @@ Implementation details (from acme unless marked "deviation"):
     a' from the target policy (`--backup policy`); with this script's scalar critic (item 2; the paper's
     categorical critic bounds Q by its fixed support) that diverged on stitch/hopper/medium-replay-v0:
     Q(s, a) on the data doubled every ~1,000 updates, 26 -> 1.4e5 by update 12,000 (rewards are ~3 per step,
-    so |Q| < 400), and the policy scored 1-2. Transitions at a timeout have no next action in the data; with
+    so |Q| < 400), and the policy scored 1-2 (benchmarks/results/crr_backup/: the metrics of
+    `python algorithms/crr.py --backup {policy,sarsa} --total-steps 12000 --log-every 1000 --eval-every 6000`).
+    Transitions at a timeout have no next action in the data; with
     `--backup sarsa` they are never sampled (terminal ones are: their a' is never used).
  4. Policy: tanh-squashed Gaussian, state-dependent scale = softplus(x) + 1e-3 (acme's
     NormalTanhDistribution). log pi(a|s) of a dataset action clips it to +-0.999; at the clip it uses
