@@ -100,14 +100,37 @@ def evaluate(actor: GaussianActor, env_id: str, episodes: int, seed: int) -> lis
     return episode_returns(lambda obs: actor.act(obs, deterministic=True)[0].numpy(), env_id, episodes, seed)
 
 
+def check_args(args: Args) -> None:
+    """SystemExit naming the first invalid field."""
+    positive = ("total_steps", "batch_size", "hidden", "lr", "snapshot_every", "snapshot_eval_episodes",
+                "checkpoint_every", "threads")
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.learning_starts < args.total_steps:
+        raise SystemExit(f"error: --learning-starts must be in [0, total_steps), got {args.learning_starts}")
+    if not 0 < args.gamma <= 1:
+        raise SystemExit(f"error: --gamma must be in (0, 1], got {args.gamma}")
+    if not 0 < args.tau <= 1:
+        raise SystemExit(f"error: --tau must be in (0, 1], got {args.tau}")
+
+
 def main(args: Args) -> None:
+    check_args(args)
     torch.set_num_threads(args.threads)
+    try:
+        env = gym.make(args.env)
+    except gym.error.Error as e:
+        raise SystemExit(f"error: --env {args.env!r}: {e}") from None
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box) or not (np.all(space.low == -1) and np.all(space.high == 1)):
+        raise SystemExit(f"error: --env {args.env} has actions {space}; this SAC trainer needs a Box in [-1, 1]")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise SystemExit(f"error: --env {args.env} observes {env.observation_space}; this trainer needs a flat Box")
+    obs_dim = env.observation_space.shape[0]
+    act_dim = space.shape[0]
     out = Path(args.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
-    env = gym.make(args.env)
-    obs_dim = env.observation_space.shape[0]
-    act_dim = env.action_space.shape[0]
-    assert np.allclose(env.action_space.high, 1.0), "behaviour trainer assumes actions in [-1, 1]"
 
     torch.manual_seed(args.seed)
     actor = GaussianActor(obs_dim, act_dim, args.hidden)
@@ -132,6 +155,12 @@ def main(args: Args) -> None:
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
+        saved = json.loads(state["args"])  # runs from before "algorithm" was recorded are SAC runs
+        if state.get("algorithm", "SAC") != "SAC" or saved["env"] != args.env:
+            raise SystemExit(f"error: {ckpt_path} is not a SAC checkpoint for {args.env}; use another --out")
+        if int(state["step"]) > args.total_steps:  # the replay buffer holds total_steps transitions
+            raise SystemExit(f"error: {ckpt_path} is already at step {state['step']} > --total-steps "
+                             f"{args.total_steps}")
         actor.load_state_dict(state["actor"])
         critic.load_state_dict(state["critic"])
         critic_target.load_state_dict(state["critic_target"])
@@ -156,7 +185,7 @@ def main(args: Args) -> None:
                  rew=buf_rew[:step], term=buf_term[:step])
         os.replace(tmp, out / "replay.npz")
         save_checkpoint(ckpt_path, {
-            "actor": actor.state_dict(), "critic": critic.state_dict(),
+            "algorithm": "SAC", "actor": actor.state_dict(), "critic": critic.state_dict(),
             "critic_target": critic_target.state_dict(), "actor_opt": actor_opt.state_dict(),
             "critic_opt": critic_opt.state_dict(), "alpha_opt": alpha_opt.state_dict(),
             "log_alpha": log_alpha.detach().clone(), "step": step, "episode": episode,

@@ -281,3 +281,82 @@ def test_medium_comes_from_before_the_run_reached_expert_level_and_nearest_the_b
     # none inside: the nearest to the band wins (0.57 misses by 0.02, 0.34 by 0.06), not the nearest the target
     assert pick_medium([c(1, 0.34), c(2, 0.57)], target=0.475) == 2
     assert pick_medium([c(1, 0.39), c(2, 0.57)], target=0.475) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The SAC behaviour trainer (benchmarks/train_behavior.py) and select_policies.py on its runs
+
+def tiny_sac_args(out: Path, **kw):
+    from benchmarks import train_behavior
+    return train_behavior.Args(**{"env": "Hopper-v5", "out": str(out), "total_steps": 600, "learning_starts": 200,
+                                  "batch_size": 16, "hidden": 16, "snapshot_every": 200, "snapshot_eval_episodes": 1,
+                                  "checkpoint_every": 400} | kw)
+
+
+def test_sac_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch):
+    from benchmarks import select_policies, train_behavior
+    from benchmarks.behavior import load_actor
+    from common.checkpoints import load_checkpoint
+
+    out = tmp_path / "run"
+    args = tiny_sac_args(out)
+    evaluate_snapshot, calls = train_behavior.evaluate, []
+
+    def crash_at_600(*a, **kw):  # killed at step 600, after the checkpoint at 400
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return evaluate_snapshot(*a, **kw)
+
+    monkeypatch.setattr(train_behavior, "evaluate", crash_at_600)
+    with pytest.raises(KeyboardInterrupt):
+        train_behavior.main(args)
+    monkeypatch.undo()
+    assert not (out / "snapshots" / "actor_00000600.pt").exists()
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 400
+    train_behavior.main(args)  # the same command continues from step 400
+    assert "resumed" in capsys.readouterr().out
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["algorithm"], state["step"]) == ("SAC", 600)
+    with np.load(out / "replay.npz") as replay:
+        assert int(replay["n"]) == 600 and replay["obs"].shape == (600, 11)
+        assert np.abs(replay["act"][:200]).max() <= 1 and replay["act"][:200].std() > 0.5, "uniform warm-up"
+    index = [json.loads(line) for line in (out / "snapshots" / "index.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in index] == [200, 400, 600]
+    actor, meta = load_actor(out / "snapshots" / "actor_00000600.pt")
+    assert (meta["env_id"], meta["step"], actor.obs_dim, actor.act_dim) == ("Hopper-v5", 600, 11, 3)
+    # the snapshots differ: SAC updated the actor between them (updates start after the 200-step warm-up)
+    first, last = load_actor(out / "snapshots" / "actor_00000200.pt")[0], actor
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), last.state_dict().values()))
+
+    # select_policies.py turns the run into a policy folder: reference scores measured, replay up to medium
+    policies = tmp_path / "policies"
+    select_policies.main(select_policies.Args(run=str(out), env="hopper", expert_step=600, medium_step=400,
+                                              episodes=2, out=str(policies)))
+    manifest = json.loads((policies / "manifest.json").read_text())
+    assert manifest["env_id"] == "Hopper-v5" and manifest.get("algorithm", "SAC") == "SAC"
+    assert (manifest["expert"]["step"], manifest["medium"]["step"]) == (600, 400)
+    assert manifest["ref_max_score"] == manifest["expert"]["stochastic"]["mean"]
+    assert manifest["ref_min_score"] == manifest["random"]["mean"]
+    assert [e["step"] for e in manifest["replay"]] == [400]  # snapshots after the warm-up, up to medium
+    assert (policies / "expert.pt").is_file() and (policies / "medium.pt").is_file()
+
+
+def test_sac_trainer_rejects_bad_input(tmp_path):
+    from benchmarks import train_behavior
+
+    with pytest.raises(SystemExit, match=r"Box in \[-1, 1\]"):
+        train_behavior.main(tiny_sac_args(tmp_path / "p", env="Pendulum-v1"))  # actions in [-2, 2]
+    with pytest.raises(SystemExit, match="Box in"):
+        train_behavior.main(tiny_sac_args(tmp_path / "c", env="CartPole-v1"))
+    with pytest.raises(SystemExit, match="--env 'NoSuchEnv-v0'"):
+        train_behavior.main(tiny_sac_args(tmp_path / "n", env="NoSuchEnv-v0"))
+    with pytest.raises(SystemExit, match="--learning-starts"):
+        train_behavior.main(tiny_sac_args(tmp_path / "q", learning_starts=600))
+    with pytest.raises(SystemExit, match="--batch-size"):
+        train_behavior.main(tiny_sac_args(tmp_path / "q", batch_size=0))
+    train_behavior.main(tiny_sac_args(tmp_path / "h", total_steps=250, checkpoint_every=250, snapshot_every=250))
+    with pytest.raises(SystemExit, match="not a SAC checkpoint for Walker2d-v5"):
+        train_behavior.main(tiny_sac_args(tmp_path / "h", env="Walker2d-v5"))
+    with pytest.raises(SystemExit, match="already at step 250"):
+        train_behavior.main(tiny_sac_args(tmp_path / "h", total_steps=220))
