@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.synthetic import write_rollout_dataset as make_dataset  # noqa: E402,F401 -- used by the tests
+from common.checkpoints import load_checkpoint  # noqa: E402
+from common.config import ArgumentError  # noqa: E402
 
 
 @pytest.fixture
@@ -26,3 +33,49 @@ def tiny_hopper(minari_root):
     """A few short random-action Hopper episodes under a test id."""
     make_dataset("test/hopper/tiny-v0", episodes=6, max_steps=100)
     return "test/hopper/tiny-v0"
+
+
+def check_bad_flag(script: ModuleType, field: str, value, flag: str, tmp_path: Path) -> None:
+    """`script.train` refuses `field = value` at once with an ArgumentError naming `flag`: before the (missing)
+    dataset is even looked up, and without leaving a run folder for a run that never started."""
+    args = dataclasses.replace(script.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
+                               **{field: value})
+    with pytest.raises(ArgumentError) as e:
+        script.train(args)
+    assert str(e.value).startswith(flag + " ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def check_finished_run(script: ModuleType, args, result: dict, *, loss_key: str, finite: tuple[str, ...],
+                       networks: tuple[str, ...], steps: int = 200, evals: tuple[int, ...] = (100, 200),
+                       logged: tuple[int, ...] = (50, 100, 150, 200)) -> tuple[Path, list[dict], dict]:
+    """What every script's finished run of `tiny_hopper` leaves in `args.runs_dir`: one run folder named
+    after the script and dataset, result.json as returned, metrics logged every `log_every` steps with finite
+    `finite` values (the records holding `loss_key`) and evaluations at `evals`, a checkpoint at `steps` with
+    finite `networks`, and args.json; and resuming the finished run trains no further and reports the same
+    result. Returns the run folder, all metric records and the checkpoint, for the script's own checks."""
+    name = script.__name__.rsplit(".", 1)[-1]
+    (run_dir,) = Path(args.runs_dir).iterdir()
+    assert run_dir.name.startswith(f"{name}__test-hopper-tiny-v0__s0__")
+
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
+    assert saved["steps"] == steps and [e["step"] for e in saved["evals"]] == list(evals)
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if loss_key in r]
+    assert [r["step"] for r in losses] == list(logged)
+    for r in losses:
+        for key in finite:
+            assert math.isfinite(r[key]), (key, r)
+    assert [r["step"] for r in records if "eval/score" in r] == list(evals)
+
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == steps and ckpt["algo"] == name
+    assert all(torch.isfinite(t).all() for net in networks for t in ckpt[net].values())
+    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+
+    again = script.train(script.Args(resume=str(run_dir), progress=False))
+    assert again["steps"] == steps and again["final_score"] == result["final_score"]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == steps
+    return run_dir, records, ckpt

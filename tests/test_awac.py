@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import pytest
 import torch
 
 from algorithms import awac
-from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
-
+from conftest import check_bad_flag, check_finished_run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,30 +109,10 @@ def test_train_smoke(tiny_hopper, tmp_path):
     args = awac.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                      checkpoint_every=100, batch_size=64, hidden_dim=32, runs_dir=str(tmp_path / "runs"),
                      progress=False)
-    result = awac.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("awac__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/q", "loss/actor", "adv_mean", "weight_max"):
-            assert math.isfinite(r[key]), (key, r)
-    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200
-    assert all(torch.isfinite(t).all() for name in ("q", "q_target", "policy") for t in ckpt[name].values())
+    _, _, ckpt = check_finished_run(awac, args, awac.train(args), loss_key="loss/q",
+                                    networks=("q", "q_target", "policy"),
+                                    finite=("loss/q", "loss/actor", "adv_mean", "weight_max"))
     assert ckpt["pi_opt"]["param_groups"][0]["weight_decay"] == 1e-4
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    again = awac.train(awac.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,9 +124,4 @@ def test_train_smoke(tiny_hopper, tmp_path):
     ("tau", 0.0, "--tau"), ("gamma", 1.0, "--gamma"), ("actor_lr", 0.0, "--actor-lr"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(awac.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        awac.train(args)
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []
+    check_bad_flag(awac, field, value, flag, tmp_path)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import numpy as np
@@ -12,9 +10,7 @@ import torch
 
 from algorithms import awr
 from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
-from conftest import make_dataset
-
+from conftest import check_bad_flag, check_finished_run, make_dataset
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,28 +164,9 @@ def test_train_smoke(tiny_hopper, tmp_path):
     args = awr.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                     checkpoint_every=100, recompute_every=50, hidden_dim=32, runs_dir=str(tmp_path / "runs"),
                     progress=False)
-    result = awr.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("awr__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/value" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/value", "loss/actor", "adv_mean", "weight_mean"):
-            assert math.isfinite(r[key]), (key, r)
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200
-    assert all(torch.isfinite(t).all() for name in ("value", "policy") for t in ckpt[name].values())
+    _, _, ckpt = check_finished_run(awr, args, awr.train(args), loss_key="loss/value", networks=("value", "policy"),
+                                    finite=("loss/value", "loss/actor", "adv_mean", "weight_mean"))
     assert 0 < ckpt["weights"].min() and ckpt["weights"].max() <= 20.0
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    again = awr.train(awr.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
 
 
 @pytest.fixture
@@ -252,9 +229,4 @@ def test_marwil_smoke_moves_the_running_norm(tiny_hopper, tmp_path):
     ("hidden_dim", 1, "--hidden-dim"), ("critic_lr", 0.0, "--critic-lr"), ("gamma", 1.0, "--gamma"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(awr.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        awr.train(args)
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []
+    check_bad_flag(awr, field, value, flag, tmp_path)

@@ -3,7 +3,6 @@ resume, bad flags, CLI."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -14,7 +13,7 @@ import tyro
 
 import algorithms.cql as cql
 from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
+from conftest import check_bad_flag, check_finished_run
 
 LN2 = math.log(2.0)
 
@@ -208,21 +207,9 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     monkeypatch.setattr(cql, "save_checkpoint", save_and_copy)
     args = cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), **TINY)
     result = cql.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("cql__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q_td" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/q_td", "loss/cql", "loss/actor", "loss/alpha", "alpha", "cql_gap", "q_data", "entropy"):
-            assert math.isfinite(r[key]), (key, r)
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200
-    assert all(torch.isfinite(t).all() for name in ("q", "q_target", "policy") for t in ckpt[name].values())
+    _, records, ckpt = check_finished_run(
+        cql, args, result, loss_key="loss/q_td", networks=("q", "q_target", "policy"),
+        finite=("loss/q_td", "loss/cql", "loss/actor", "loss/alpha", "alpha", "cql_gap", "q_data", "entropy"))
 
     # continuing from the step-100 checkpoint reproduces steps 101..200 exactly
     resumed = cql.train(cql.Args(resume=str(crashed), progress=False))
@@ -235,10 +222,6 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     for name in ("q", "q_target", "policy", "log_alpha"):
         a, b = final[name], ckpt[name]
         assert all(torch.equal(a[k], b[k]) for k in a) if isinstance(a, dict) else torch.equal(a, b), name
-
-    # resuming a finished run trains no further and reports the same result
-    again = cql.train(cql.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
 
 
 def test_lagrange_and_entropy_backup_smoke(tiny_hopper, tmp_path):
@@ -266,12 +249,7 @@ def test_lagrange_and_entropy_backup_smoke(tiny_hopper, tmp_path):
     ("actor_lr", 0.0, "--actor-lr"), ("tau", 0.0, "--tau"), ("batch_size", -1, "--batch-size"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(cql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        cql.train(args)  # fails at start: before the (missing) dataset is even looked up
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []
+    check_bad_flag(cql, field, value, flag, tmp_path)
 
 
 def test_flags_parse():

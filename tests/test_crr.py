@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import pytest
@@ -11,8 +9,7 @@ import torch
 
 from algorithms import crr
 from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
-
+from conftest import check_bad_flag, check_finished_run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,33 +129,13 @@ def test_train_smoke(tiny_hopper, tmp_path):
     args = crr.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                     checkpoint_every=100, hidden_dim=32, batch_size=64, runs_dir=str(tmp_path / "runs"),
                     progress=False)
-    result = crr.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("crr__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/q", "loss/actor", "adv_mean", "weight_mean"):
-            assert math.isfinite(r[key]), (key, r)
-        assert 0 < r["weight_mean"] <= 20.0
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200
-    assert all(torch.isfinite(t).all() for name in ("q", "policy") for t in ckpt[name].values())
+    _, records, ckpt = check_finished_run(crr, args, crr.train(args), loss_key="loss/q", networks=("q", "policy"),
+                                          finite=("loss/q", "loss/actor", "adv_mean", "weight_mean"))
+    assert all(0 < r["weight_mean"] <= 20.0 for r in records if "loss/q" in r)
     # step 200 is a multiple of the target period (100): the targets are exact copies
     for name in ("q", "policy"):
         for k, v in ckpt[name].items():
             assert torch.equal(ckpt[name + "_target"][k], v), (name, k)
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    again = crr.train(crr.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
 
 
 @pytest.mark.parametrize("backup", ["sarsa", "policy"])
@@ -195,9 +172,4 @@ def test_binary_max_variant_and_stale_targets_between_copies(tiny_hopper, tmp_pa
     ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(crr.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        crr.train(args)
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []
+    check_bad_flag(crr, field, value, flag, tmp_path)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import pytest
 import torch
 
 from algorithms import eql
-from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
-
+from conftest import check_bad_flag, check_finished_run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,33 +150,11 @@ def test_train_smoke(adv_scale, tiny_hopper, tmp_path):
     args = eql.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                     checkpoint_every=100, hidden_dim=32, adv_scale=adv_scale, runs_dir=str(tmp_path / "runs"),
                     progress=False)
-    result = eql.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("eql__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/value", "loss/actor", "loss/q", "adv_mean", "weight_mean", "weight_clip_frac"):
-            assert math.isfinite(r[key]), (key, r)
-        assert 0.0 <= r["weight_clip_frac"] <= 1.0
-    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200 and ckpt["algo"] == "eql"
-    assert all(torch.isfinite(t).all() for name in ("q", "value", "policy") for t in ckpt[name].values())
+    _, records, ckpt = check_finished_run(
+        eql, args, eql.train(args), loss_key="loss/q", networks=("q", "value", "policy"),
+        finite=("loss/value", "loss/actor", "loss/q", "adv_mean", "weight_mean", "weight_clip_frac"))
+    assert all(0.0 <= r["weight_clip_frac"] <= 1.0 for r in records if "loss/q" in r)
     assert "1.weight" in ckpt["value"] and ckpt["value"]["1.weight"].shape == (32,)  # V's LayerNorm
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    # resuming a finished run trains no further and reports the same result
-    again = eql.train(eql.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 200
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,9 +166,4 @@ def test_train_smoke(adv_scale, tiny_hopper, tmp_path):
     ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"), ("gamma", 1.0, "--gamma"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(eql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        eql.train(args)  # fails at start: before the (missing) dataset is even looked up
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
+    check_bad_flag(eql, field, value, flag, tmp_path)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import pytest
 import torch
 
 from algorithms import iql
-from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
-
+from conftest import check_bad_flag, check_finished_run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,31 +107,8 @@ def test_expectile_moves_v_toward_the_max_or_min_of_q(tau, expected):
 def test_train_smoke(tiny_hopper, tmp_path):
     args = iql.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                     checkpoint_every=100, runs_dir=str(tmp_path / "runs"), progress=False)
-    result = iql.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("iql__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/value", "loss/actor", "loss/q", "adv_mean"):
-            assert math.isfinite(r[key]), (key, r)
-    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200
-    assert all(torch.isfinite(t).all() for name in ("q", "value", "policy") for t in ckpt[name].values())
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    # resuming a finished run trains no further and reports the same result
-    again = iql.train(iql.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 200
+    check_finished_run(iql, args, iql.train(args), loss_key="loss/q", networks=("q", "value", "policy"),
+                       finite=("loss/value", "loss/actor", "loss/q", "adv_mean"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,9 +120,4 @@ def test_train_smoke(tiny_hopper, tmp_path):
     ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"), ("gamma", 1.0, "--gamma"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(iql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        iql.train(args)  # fails at start: before the (missing) dataset is even looked up
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
+    check_bad_flag(iql, field, value, flag, tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from algorithms import onestep
 from common.checkpoints import load_checkpoint
 from common.config import ArgumentError
-
+from conftest import check_bad_flag, check_finished_run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,28 +153,14 @@ def test_train_smoke(tiny_hopper, tmp_path):
                         checkpoint_every=100, batch_size=64, hidden_dim=64, runs_dir=str(tmp_path / "runs"),
                         progress=False)
     result = onestep.train(args)  # phases: [0, 50) BC, [50, 250) Q, [250, 260) improvement
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("onestep__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 260 and [e["step"] for e in saved["evals"]] == [100, 200, 260]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    _, records, _ = check_finished_run(onestep, args, result, loss_key="phase", finite=(),
+                                       networks=("behaviour", "q", "policy"), steps=260, evals=(100, 200, 260),
+                                       logged=(50, 100, 150, 200, 250))
     logs = [r for r in records if "phase" in r]
-    assert [(r["step"], r["phase"]) for r in logs] == [(50, 1), (100, 2), (150, 2), (200, 2), (250, 2)]
+    assert [r["phase"] for r in logs] == [1, 2, 2, 2, 2]
     assert math.isfinite(logs[0]["loss/bc"])
     for r in logs[1:]:
         assert math.isfinite(r["loss/q"]) and math.isfinite(r["q_mean"])
-    assert [r["step"] for r in records if "eval/score" in r] == [100, 200, 260]
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 260
-    assert all(torch.isfinite(t).all() for name in ("behaviour", "q", "policy") for t in ckpt[name].values())
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    again = onestep.train(onestep.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 260 and again["final_score"] == result["final_score"]
 
 
 def test_reverse_kl_improvement_trains(tiny_hopper, tmp_path):
@@ -198,12 +183,7 @@ def test_reverse_kl_improvement_trains(tiny_hopper, tmp_path):
     ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"), ("actor_lr", 0.0, "--actor-lr"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(onestep.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        onestep.train(args)  # fails at start: before the (missing) dataset is even looked up
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []
+    check_bad_flag(onestep, field, value, flag, tmp_path)
 
 
 @pytest.mark.parametrize("total, bc, q", [(1000, 600, 400), (1000, 900, None), (1000, None, 900)])

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import pytest
 import torch
 
 from algorithms import xql
-from common.checkpoints import load_checkpoint
-from common.config import ArgumentError
+from conftest import check_bad_flag, check_finished_run
 
 E = math.e
 
@@ -122,32 +119,9 @@ def test_value_network_has_layer_norm_before_each_relu():
 def test_train_smoke(tiny_hopper, tmp_path):
     args = xql.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                     checkpoint_every=100, hidden_dim=64, runs_dir=str(tmp_path / "runs"), progress=False)
-    result = xql.train(args)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name.startswith("xql__test-hopper-tiny-v0__s0__")
-
-    saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["final_score"] == result["final_score"] and math.isfinite(saved["final_score"])
-    assert saved["steps"] == 200 and [e["step"] for e in saved["evals"]] == [100, 200]
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q" in r]
-    assert [r["step"] for r in losses] == [50, 100, 150, 200]
-    for r in losses:
-        for key in ("loss/value", "loss/actor", "loss/q", "adv_mean", "v_mean"):
-            assert math.isfinite(r[key]), (key, r)
-    assert [r["step"] for r in records if "eval/score" in r] == [100, 200]
-
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert ckpt["step"] == 200
-    assert all(torch.isfinite(t).all() for name in ("q", "value", "policy") for t in ckpt[name].values())
+    _, _, ckpt = check_finished_run(xql, args, xql.train(args), loss_key="loss/q", networks=("q", "value", "policy"),
+                                    finite=("loss/value", "loss/actor", "loss/q", "adv_mean", "v_mean"))
     assert any("weight" in k and t.dim() == 1 for k, t in ckpt["value"].items())  # V's LayerNorm is saved
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
-
-    # resuming a finished run trains no further and reports the same result
-    again = xql.train(xql.Args(resume=str(run_dir), progress=False))
-    assert again["steps"] == 200 and again["final_score"] == result["final_score"]
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 200
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,9 +134,4 @@ def test_train_smoke(tiny_hopper, tmp_path):
     ("gamma", 1.0, "--gamma"), ("tau", 0.0, "--tau"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
-    args = dataclasses.replace(xql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False),
-                               **{field: value})
-    with pytest.raises(ArgumentError) as e:
-        xql.train(args)  # fails at start: before the (missing) dataset is even looked up
-    assert str(e.value).startswith(flag + " ")
-    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
+    check_bad_flag(xql, field, value, flag, tmp_path)
