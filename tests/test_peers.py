@@ -224,3 +224,52 @@ def test_grid_and_driver_commands_for_a_peer_cell(tmp_path):
                               "--eval-episodes", "1", "--log-every", "100", "--checkpoint-every", "3000", "--device",
                               "cpu", "--runs-dir", "r", "--no-progress"])
     assert (parsed.log_every, parsed.checkpoint_every, parsed.device) == (100, 3000, "cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/peers/flops.py: FLOPs per update and the speed-up bound
+# ----------------------------------------------------------------------------------------------
+def test_flops_per_update_of_our_script_counts_its_updates_only(tiny_hopper, tmp_path):
+    from benchmarks.peers import flops
+
+    # bc.py: Linear(11, 8) ReLU Linear(8, 8) ReLU Linear(8, 3) Tanh at batch 16; 2 FLOPs per multiply-add.
+    # Forward 2*16*(11*8 + 8*8 + 8*3); backward: every weight's gradient (as much again) and the input
+    # gradients of the last two layers (the first layer's input needs none).
+    forward = 2 * 16 * (11 * 8 + 8 * 8 + 8 * 3)
+    expected = forward + forward + 2 * 16 * (8 * 8 + 8 * 3)
+    for updates in (3, 6):  # no evaluation episode and no set-up work is counted: the same per update
+        got = flops.ours_flops_per_update("bc", tiny_hopper, updates, tmp_path / f"runs{updates}", hidden_dim=8,
+                                          batch_size=16)
+        assert got == expected
+
+
+def test_flops_analysis_by_hand_and_readme_table(tmp_path):
+    from benchmarks.peers import flops
+
+    rows = flops.analyse({"x": {"ours": 1e9, "d3rlpy": 2e9}}, {"x": 10.0, "d3rlpy_x": 4.0}, ceiling=50.0)
+    row = rows["x"]
+    assert row["matmul_bound_updates_per_s"] == 50.0  # 50 GFLOP/s / 1 GFLOP per update
+    assert row["achieved_gflops"] == {"ours": 10.0, "d3rlpy": 8.0}
+    assert row["matmul_share_at_ceiling"] == {"ours": 0.2, "d3rlpy": 0.16}
+    assert (row["speedup"], row["max_speedup_on_this_cpu"]) == (2.5, 12.5)
+
+    record = {"algorithms": rows, "speed_file": "s.json", "device_name": "CPU", "threads": 2, "ceiling_gflops": 50.0,
+              "command": "python benchmarks/peers/flops.py --speed s.json --out f.json"}
+    (tmp_path / "f.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- peers-speed:start -->\nold\n<!-- peers-speed:end -->\nrest\n")
+    flops.main(["--render", str(tmp_path / "f.json"), "--readme", str(readme)])
+    text = readme.read_text()
+    assert "| x | 10.0 | 4.0 | 2.50x | 1,000 / 2,000 | 10 / 8 | 12.50x |" in text
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+
+    with pytest.raises(SystemExit, match="give --readme"):
+        flops.main(["--render", str(tmp_path / "f.json")])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a results file of this script"):
+        flops.main(["--render", str(tmp_path / "bad.json"), "--readme", str(readme)])
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        flops.main(["--render", str(tmp_path / "f.json"), "--readme", str(readme)])
+    with pytest.raises(SystemExit, match="--speed"):
+        flops.main([])
