@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.behavior import episode_returns  # noqa: E402
@@ -105,6 +106,8 @@ class Args:
     """Environment steps between full (resumable) checkpoints."""
     threads: int = 1
     """torch intra-op threads (1 leaves the other core free)."""
+    progress: bool = True
+    """Show a progress bar (environment steps, steps/s, last snapshot's evaluation, ETA); --no-progress hides it."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,6 +294,8 @@ def main(args: Args) -> None:
     ep_ret, ep_len, loss = 0.0, 0, float("nan")
     t0, last_step = time.time(), step
     metrics = open(out / "metrics.jsonl", "a")
+    bar = tqdm(total=args.total_steps, initial=step, desc=f"DQN {args.env}", unit="step", dynamic_ncols=True,
+               mininterval=5.0, disable=not args.progress)
     while step < args.total_steps:
         epsilon = epsilon_at(step, args)
         if rng.random() < epsilon:
@@ -302,6 +307,7 @@ def main(args: Args) -> None:
         i = step % cap
         buf_obs[i], buf_act[i], buf_next[i], buf_rew[i], buf_term[i] = obs, act, next_obs, rew, float(term)
         step += 1
+        bar.update(1)
         ep_ret += float(rew)
         ep_len += 1
         obs = next_obs
@@ -334,11 +340,13 @@ def main(args: Args) -> None:
             with open(out / "snapshots" / "index.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             metrics.flush()
-            print(json.dumps(rec), flush=True)
+            bar.write(json.dumps(rec))
+            bar.set_postfix(eval=f"{rec['eval_mean']:.1f}", refresh=False)
             t0, last_step = time.time(), step
         if step % args.checkpoint_every == 0:
             checkpoint()
     checkpoint()
+    bar.close()
     metrics.close()
     env.close()
 

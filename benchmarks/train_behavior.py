@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.behavior import GaussianActor, episode_returns, save_actor  # noqa: E402
@@ -66,6 +67,8 @@ class Args:
     """Environment steps between full (resumable) checkpoints."""
     threads: int = 1
     """torch intra-op threads (1 leaves the other core free)."""
+    progress: bool = True
+    """Show a progress bar (environment steps, steps/s, last snapshot's evaluation, ETA); --no-progress hides it."""
 
 
 class TwinCritic(nn.Module):
@@ -197,6 +200,8 @@ def main(args: Args) -> None:
     ep_ret, ep_len = 0.0, 0
     t0, last_step = time.time(), step
     metrics = open(out / "metrics.jsonl", "a")
+    bar = tqdm(total=args.total_steps, initial=step, desc=f"SAC {args.env}", unit="step", dynamic_ncols=True,
+               mininterval=5.0, disable=not args.progress)
     while step < args.total_steps:
         if step < args.learning_starts:
             act = rng.uniform(-1, 1, act_dim).astype(np.float32)
@@ -207,6 +212,7 @@ def main(args: Args) -> None:
         buf_obs[step], buf_act[step], buf_next[step] = obs, act, next_obs
         buf_rew[step], buf_term[step] = rew, float(term)
         step += 1
+        bar.update(1)
         ep_ret += float(rew)
         ep_len += 1
         obs = next_obs
@@ -263,11 +269,13 @@ def main(args: Args) -> None:
             with open(out / "snapshots" / "index.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             metrics.flush()
-            print(json.dumps(rec), flush=True)
+            bar.write(json.dumps(rec))
+            bar.set_postfix(eval=f"{rec['eval_mean']:.1f}", refresh=False)
             t0, last_step = time.time(), step
         if step % args.checkpoint_every == 0:
             checkpoint()
     checkpoint()
+    bar.close()
     metrics.close()
 
 
