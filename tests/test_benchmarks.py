@@ -121,7 +121,8 @@ def test_build_speed_times_a_build_in_a_private_root(tmp_path):
     (row,) = json.loads(out.read_text())["builds"]
     assert row["id"] == "stitch/hopper/medium-v0" and row["steps"] == 3000
     assert 0 < row["cpu_s"] and 0 < row["wall_s"] < 300
-    assert abs(row["wall_min_per_1M_steps"] - row["wall_s"] / 60 * 1e6 / 3000) < 0.02 * row["wall_min_per_1M_steps"]
+    # both from one wall time: wall_s is rounded to 0.1 s (a 3000-step build takes seconds), the rate to 0.01
+    assert abs(row["wall_min_per_1M_steps"] - row["wall_s"] / 60 * 1e6 / 3000) <= 0.05 / 60 * 1e6 / 3000 + 0.005
     assert not (tmp_path / "minari").exists()  # built in its own temporary root, gone afterwards
 
     bad = run(["benchmarks/build_speed.py", "--ids", "stitch/hopper/nope-v0", "--out", str(out)], env)
