@@ -12,11 +12,13 @@ discrete tasks) and writes `<out>/` (by default
     manifest.json        steps, measured returns, reference scores, the run's schedule
 
 Measurements use `suite.rollout` (lockstepped envs, batched actor) on the same 100 evaluation
-episodes (reset seeds) for every policy. Medium candidates: the last `--candidates` snapshots taken
-before the run first got `expert_level` of the way from the random policy's return to the expert's
-index evaluation (on the normalized scale, so that negative returns such as Acrobot's work; D4RL's medium is an
-early-stopped policy: a later snapshot that fell back from expert level is not one, and medium-replay,
-every snapshot up to medium, would then hold expert-level data), each measured like the final
+episodes (reset seeds) for every policy. Medium candidates: of the snapshots taken before the run first
+got `expert_level` of the way from the random policy's return to the expert's index evaluation (on the
+normalized scale, so that negative returns such as Acrobot's work; D4RL's medium is an early-stopped
+policy: a later snapshot that fell back from expert level is not one, and medium-replay, every snapshot
+up to medium, would then hold expert-level data), the `--candidates` whose index evaluation (a few
+deterministic episodes) is nearest `--target`; on a curve that climbs steadily (HalfCheetah) those are
+mid-run, where the last snapshots before expert level would all be near it. Each is measured like the final
 policies (100 stochastic episodes: with 20, hopper's fall-or-run returns swing by 10 points).
 Reference scores, D4RL-style: ref_min_score = the mean return of
 uniform random actions, ref_max_score = the expert's mean return with stochastic actions, the way
@@ -71,7 +73,8 @@ class Args:
     """Medium comes from before the first snapshot whose evaluation gets this fraction of the way from the
     random policy's return to the expert's."""
     candidates: int = 4
-    """Medium candidates: the last snapshots before the run first reached the expert's level."""
+    """Medium candidates measured: of the snapshots before the run first reached the expert's level, those whose
+    index evaluation is nearest `target`."""
     episodes: int = 100
     """Episodes for the reference scores and the chosen policies' returns."""
     ref_max: float | None = None
@@ -104,12 +107,18 @@ def snapshot_path(run: Path, step: int) -> Path:
     return run / "snapshots" / f"actor_{step:08d}.pt"
 
 
-def medium_pool(index: dict[int, dict], expert_step: int, expert_level: float, n: int, floor: float = 0.0) -> list[int]:
-    """The last `n` snapshots before the first whose index evaluation reaches floor + `expert_level` x (the
-    expert's - floor), floor being the random policy's return."""
-    level = floor + expert_level * (index[expert_step]["eval_mean"] - floor)
+def medium_pool(index: dict[int, dict], expert_step: int, expert_level: float, n: int, floor: float = 0.0,
+                target: float = 0.475) -> list[int]:
+    """Of the snapshots before the first whose index evaluation reaches floor + `expert_level` x (the expert's -
+    floor), floor being the random policy's return, the `n` whose index evaluation is nearest `target` of the
+    way from floor to the expert's (on a steady learning curve those are mid-run, not the last before expert
+    level), in step order."""
+    top = index[expert_step]["eval_mean"]
+    level = floor + expert_level * (top - floor)
     first = min(s for s in index if index[s]["eval_mean"] >= level)
-    return [s for s in sorted(index) if s < first][-n:]
+    before = [s for s in index if s < first]
+    nearest = sorted(before, key=lambda s: (abs((index[s]["eval_mean"] - floor) / (top - floor) - target), -s))
+    return sorted(nearest[:n])
 
 
 def pick_medium(candidates: list[dict], target: float) -> int:
@@ -180,7 +189,8 @@ def main(args: Args) -> None:
 
     candidates = []
     if args.medium_step is None:
-        for step in medium_pool(index, expert_step, args.expert_level, args.candidates, floor=random["mean"]):
+        for step in medium_pool(index, expert_step, args.expert_level, args.candidates, floor=random["mean"],
+                                target=args.target):
             ret = measure(load(step), args.episodes)
             candidates.append({"step": step, "return_mean": ret["mean"], "normalized": normalized(ret["mean"])})
             print(f"medium candidate: step {step}, {ret['mean']:.1f} ({100 * candidates[-1]['normalized']:.1f}%)",

@@ -272,6 +272,11 @@ def test_medium_comes_from_before_the_run_reached_expert_level_and_nearest_the_b
     # expert = step 60; 0.9 x 3300 = 2970 is first reached at step 40, so 50 (a fall back) is no candidate
     assert medium_pool(index, expert_step=60, expert_level=0.9, n=2) == [20, 30]
     assert medium_pool(index, expert_step=60, expert_level=0.9, n=10) == [10, 20, 30]
+    # a steady climb (HalfCheetah): the candidates are the snapshots nearest the target, mid-run, not the last
+    # ones before expert level (70 and 80, at 70% and 80% of the expert)
+    steady = {s: {"eval_mean": 100.0 * s} for s in range(10, 110, 10)}  # expert 10000 at step 100
+    assert medium_pool(steady, expert_step=100, expert_level=0.9, n=2) == [40, 50]
+    assert medium_pool(steady, expert_step=100, expert_level=0.9, n=3, target=0.3) == [20, 30, 40]
 
     def c(step, norm):
         return {"step": step, "normalized": norm}
