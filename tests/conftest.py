@@ -79,3 +79,17 @@ def check_finished_run(script: ModuleType, args, result: dict, *, loss_key: str,
     assert again["steps"] == steps and again["final_score"] == result["final_score"]
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == steps
     return run_dir, records, ckpt
+
+
+def kill_at_call(monkeypatch, owner, name: str, n: int) -> None:
+    """Make `owner.name` raise KeyboardInterrupt on its n-th call, as if the process were killed there; the
+    calls before go through. `monkeypatch.undo()` restores it."""
+    real, calls = getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from benchmarks import dqn, select_policies, suite
+from conftest import kill_at_call
 from benchmarks.behavior import GaussianActor, save_actor
 from common.data import load_dataset
 from common.evaluation import evaluate
@@ -122,15 +123,8 @@ def test_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch):
     args = dqn.Args(env="CartPole-v1", out=str(out), total_steps=800, learning_starts=200, buffer_size=300,
                     batch_size=16, train_frequency=2, target_network_frequency=50, snapshot_every=200,
                     snapshot_eval_episodes=1, checkpoint_every=400, hidden=(16,))
-    evaluate_snapshot, calls = dqn.evaluate, []
-
-    def crash_at_600(*a, **kw):  # killed at step 600, after the checkpoint at 400
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return evaluate_snapshot(*a, **kw)
-
-    monkeypatch.setattr(dqn, "evaluate", crash_at_600)
+    # killed in the third snapshot's evaluation, at step 600, after the checkpoint at 400
+    kill_at_call(monkeypatch, dqn, "evaluate", 3)
     with pytest.raises(KeyboardInterrupt):
         dqn.main(args)
     monkeypatch.undo()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benchmarks import suite
+from conftest import kill_at_call
 from benchmarks.behavior import GaussianActor, save_actor
 
 REF_MIN, REF_MAX = 10.0, 1000.0
@@ -305,15 +306,8 @@ def test_sac_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch)
 
     out = tmp_path / "run"
     args = tiny_sac_args(out)
-    evaluate_snapshot, calls = train_behavior.evaluate, []
-
-    def crash_at_600(*a, **kw):  # killed at step 600, after the checkpoint at 400
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return evaluate_snapshot(*a, **kw)
-
-    monkeypatch.setattr(train_behavior, "evaluate", crash_at_600)
+    # killed in the third snapshot's evaluation, at step 600, after the checkpoint at 400
+    kill_at_call(monkeypatch, train_behavior, "evaluate", 3)
     with pytest.raises(KeyboardInterrupt):
         train_behavior.main(args)
     monkeypatch.undo()
