@@ -183,6 +183,9 @@ def main(args: Args) -> None:
         ref_max = args.ref_max
     print(f"expert: step {expert_step}, {expert['stochastic']['mean']:.1f} ± {expert['stochastic']['std']:.1f} "
           f"(deterministic {expert['deterministic']['mean']:.1f})", flush=True)
+    target = ENVS[args.env].expert_target
+    if target is not None and expert["stochastic"]["mean"] < target:
+        print(f"WARNING: the expert is short of its target return {target:g}: train the run longer", flush=True)
 
     def normalized(ret: float) -> float:
         return (ret - ref_min) / (ref_max - ref_min)

@@ -122,10 +122,12 @@ class SuiteEnv:
     """The levels built for this environment."""
     steps: int = STEPS_PER_LEVEL
     """Steps of the random, medium and expert levels (medium-replay: what the learner saw up to medium)."""
+    expert_target: float | None = None
+    """The return the expert policy must reach (mean over the manifest's episodes, acting as in the data)."""
 
 
 ENVS: dict[str, SuiteEnv] = {
-    "hopper": SuiteEnv("Hopper-v5", POLICY_ROOT / "hopper"),
+    "hopper": SuiteEnv("Hopper-v5", POLICY_ROOT / "hopper", expert_target=3000.0),
     "cartpole": SuiteEnv("CartPole-v1", POLICY_ROOT / "cartpole", DISCRETE_LEVELS, DISCRETE_STEPS_PER_LEVEL),
     "acrobot": SuiteEnv("Acrobot-v1", POLICY_ROOT / "acrobot", DISCRETE_LEVELS, DISCRETE_STEPS_PER_LEVEL),
 }
@@ -811,6 +813,11 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
                          f"{m['deterministic']['std']:.1f} |")
         r = manifest["random"]
         lines.append(f"| {name} | uniform random | - | {r['mean']:.1f} ± {r['std']:.1f} | 0.0 | - |")
+        if env.expert_target is not None:
+            got = manifest["expert"]["stochastic"]["mean"]
+            notes.append(f"**{name} expert target:** a return of at least {env.expert_target:,.0f} over "
+                         f"{manifest['expert']['stochastic']['episodes']} episodes acting as in the data; measured "
+                         f"{got:.1f}: {'met' if got >= env.expert_target else 'NOT MET'}.")
         medium = manifest["medium"]
         if medium.get("in_band") is False and not medium.get("candidates"):
             notes.append(f"**{name} medium is outside D4RL's 40-55% band** ({100 * medium['normalized']:.1f}): "

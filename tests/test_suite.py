@@ -359,3 +359,19 @@ def test_sac_trainer_rejects_bad_input(tmp_path):
         train_behavior.main(tiny_sac_args(tmp_path / "h", env="Walker2d-v5"))
     with pytest.raises(SystemExit, match="already at step 250"):
         train_behavior.main(tiny_sac_args(tmp_path / "h", total_steps=220))
+
+
+def test_shipped_experts_meet_their_targets():
+    """The committed policy folders: every environment with an expert target reaches it over 100 episodes
+    acting as in the data, and its medium sits below the expert."""
+    checked = 0
+    for name, env in suite.ENVS.items():
+        if env.expert_target is None:
+            continue
+        manifest = suite.load_manifest(env.policy_dir)
+        expert = manifest["expert"]["stochastic"]
+        assert expert["episodes"] >= 100 and expert["mean"] >= env.expert_target, (name, expert)
+        assert manifest["ref_max_score"] == expert["mean"], name
+        assert manifest["medium"]["stochastic"]["mean"] < expert["mean"], name
+        checked += 1
+    assert checked >= 1
