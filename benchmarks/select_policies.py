@@ -4,7 +4,8 @@ Reads a run folder written by `benchmarks/train_behavior.py` (SAC) or `benchmark
 discrete tasks) and writes `<out>/` (by default
 `benchmarks/policies/<env>/`, the folder `benchmarks/suite.py` builds from):
 
-    expert.pt            the snapshot with the best evaluation in the run's index (or --expert-step)
+    expert.pt            the snapshot with the best evaluation in the run's index (or --expert-step; or
+                         with --expert-candidates K, the best measured of the K best in the index)
     medium.pt            a snapshot from before the run first reached the expert's level whose return
                          is in (or closest to) D4RL's medium band, 40-55% of the way from random to
                          expert on the normalized scale, nearest 47.5% within it (or --medium-step)
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -72,6 +74,10 @@ class Args:
     expert_level: float = 0.9
     """Medium comes from before the first snapshot whose evaluation gets this fraction of the way from the
     random policy's return to the expert's."""
+    expert_candidates: int = 1
+    """Expert candidates: the snapshots with the best index evaluations (a few deterministic episodes each), each
+    measured over `episodes` episodes acting as in the data; the best measured is the expert. 1: the best index
+    evaluation, as is. Raise it for a run whose index evaluations are noisy (Walker2d's swing by 1000s)."""
     candidates: int = 4
     """Medium candidates measured: of the snapshots before the run first reached the expert's level, those whose
     index evaluation is nearest `target`."""
@@ -137,6 +143,17 @@ def replay_epsilons(steps: list[int], run_args: dict) -> list[float]:
             for a, b in zip(bounds, bounds[1:])]
 
 
+def command_line(args: Args) -> str:
+    """The command that makes this policy folder again (the flags that differ from their defaults)."""
+    defaults = Args(run=args.run)
+    parts = ["python", "benchmarks/select_policies.py", "--run", args.run, "--env", args.env]
+    for field in dataclasses.fields(Args):
+        value = getattr(args, field.name)
+        if field.name not in ("run", "env") and value != getattr(defaults, field.name):
+            parts += [f"--{field.name.replace('_', '-')}", str(value)]
+    return shlex.join(parts)
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(1)
     if args.env not in ENVS:
@@ -155,6 +172,8 @@ def main(args: Args) -> None:
     epsilon = (run_args["end_e"] if args.epsilon is None else args.epsilon) if discrete else None
     if epsilon is not None and not 0 <= epsilon <= 1:
         raise SystemExit(f"error: --epsilon must be in [0, 1], got {epsilon}")
+    if args.expert_candidates < 1 or args.candidates < 1 or args.episodes < 1:
+        raise SystemExit("error: --expert-candidates, --candidates and --episodes must be at least 1")
     for name, step in (("--expert-step", args.expert_step), ("--medium-step", args.medium_step)):
         if step is not None and step not in index:
             raise SystemExit(f"{name} {step}: no snapshot at that step in {run} (have {min(index)}..{max(index)})")
@@ -174,7 +193,18 @@ def main(args: Args) -> None:
 
     random = measure(None, args.episodes)
     print(f"random policy: {random['mean']:.1f} ± {random['std']:.1f}", flush=True)
-    expert_step = args.expert_step if args.expert_step is not None else max(index, key=lambda s: index[s]["eval_mean"])
+    expert_candidates = []
+    if args.expert_step is not None:
+        expert_step = args.expert_step
+    elif args.expert_candidates == 1:
+        expert_step = max(index, key=lambda s: index[s]["eval_mean"])
+    else:
+        for step in sorted(sorted(index, key=lambda s: -index[s]["eval_mean"])[:args.expert_candidates]):
+            ret = measure(load(step), args.episodes)
+            expert_candidates.append({"step": step, "index_eval": index[step]["eval_mean"], "return_mean": ret["mean"]})
+            print(f"expert candidate: step {step}, {ret['mean']:.1f} (index {index[step]['eval_mean']:.1f})",
+                  flush=True)
+        expert_step = max(expert_candidates, key=lambda c: c["return_mean"])["step"]
     expert = measure_both(expert_step)
     ref_min, ref_max = random["mean"], expert["stochastic"]["mean"]
     if args.ref_max is not None:
@@ -224,13 +254,16 @@ def main(args: Args) -> None:
         "ref_max_score": ref_max,
         "ref_scores": f"ref_min: uniform random actions; ref_max: expert.pt with {acting} (as in the "
                       f"datasets); mean return over `episodes` episodes each",
+        "command": command_line(args),
         "note": args.note,
         "provisional": None if args.ref_max is None else (
             f"ref_max_score {args.ref_max} was given by hand (--ref-max) because the SAC run had not yet met "
             f"its expert target; expert.pt is the best snapshot so far. Rerun select_policies.py when it has."),
         "random": random,
         "expert": {"file": "expert.pt", "step": expert_step, "chosen_by": "--expert-step" if
-                   args.expert_step is not None else "best index evaluation", **expert},
+                   args.expert_step is not None else "best index evaluation" if not expert_candidates else
+                   f"best of the {len(expert_candidates)} best index evaluations, measured", **expert,
+                   "candidates": expert_candidates},
         "medium": {"file": "medium.pt", "step": medium_step, "normalized": medium_fraction, **medium,
                    "target": args.target, "band": list(BAND), "expert_level": args.expert_level,
                    "in_band": BAND[0] <= medium_fraction <= BAND[1], "chosen_by": "--medium-step" if

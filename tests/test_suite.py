@@ -339,6 +339,21 @@ def test_sac_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch)
     assert manifest["ref_min_score"] == manifest["random"]["mean"]
     assert [e["step"] for e in manifest["replay"]] == [400]  # snapshots after the warm-up, up to medium
     assert (policies / "expert.pt").is_file() and (policies / "medium.pt").is_file()
+    assert manifest["command"] == (f"python benchmarks/select_policies.py --run {out} --env hopper --expert-step 600 "
+                                   f"--medium-step 400 --episodes 2 --out {policies}")
+
+    # --expert-candidates 2: the two best index evaluations are measured and the better measured one is expert
+    index = {r["step"]: r["eval_mean"] for r in index}
+    best_two = sorted(sorted(index, key=lambda s: -index[s])[:2])
+    select_policies.main(select_policies.Args(run=str(out), env="hopper", expert_candidates=2, medium_step=200,
+                                              episodes=2, out=str(policies)))
+    manifest = json.loads((policies / "manifest.json").read_text())
+    cands = manifest["expert"]["candidates"]
+    assert [c["step"] for c in cands] == best_two
+    assert manifest["expert"]["step"] == max(cands, key=lambda c: c["return_mean"])["step"]
+    assert manifest["expert"]["chosen_by"] == "best of the 2 best index evaluations, measured"
+    with pytest.raises(SystemExit, match="--expert-candidates"):
+        select_policies.main(select_policies.Args(run=str(out), env="hopper", expert_candidates=0, out=str(policies)))
 
 
 def test_sac_trainer_rejects_bad_input(tmp_path):
