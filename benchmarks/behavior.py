@@ -1,4 +1,5 @@
-"""The behaviour-policy network shared by the SAC trainer and the dataset builder.
+"""The behaviour-policy network shared by the SAC trainer and the dataset builder, and what the SAC and DQN
+trainers share (snapshot evaluation, argument and environment checks, the progress bar).
 
 A tanh-squashed Gaussian actor (SAC's policy). Snapshots are stored as plain state dicts plus a
 little metadata so they load with `torch.load(..., weights_only=True)` and are small enough to
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -86,3 +88,37 @@ def episode_returns(act: Callable[[torch.Tensor], np.ndarray | int], env_id: str
         returns.append(total)
     env.close()
     return returns
+
+
+# ----------------------------------------------------------------------------------------------
+# What both behaviour trainers (train_behavior.py: SAC, dqn.py: DQN) check and show
+# ----------------------------------------------------------------------------------------------
+def check_trainer_args(args, positive: tuple[str, ...]) -> None:
+    """SystemExit naming the first invalid field: the `positive` fields, learning_starts, gamma."""
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.learning_starts < args.total_steps:
+        raise SystemExit(f"error: --learning-starts must be in [0, total_steps), got {args.learning_starts}")
+    if not 0 < args.gamma <= 1:
+        raise SystemExit(f"error: --gamma must be in (0, 1], got {args.gamma}")
+
+
+def make_trainer_env(env_id: str, actions_ok: Callable[[gym.Space], bool], needs: str) -> gym.Env:
+    """`gym.make(env_id)`, or SystemExit if it cannot be made, its observations are not a flat Box, or
+    `actions_ok(action_space)` is false (`needs` says what the trainer needs instead)."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as e:
+        raise SystemExit(f"error: --env {env_id!r}: {e}") from None
+    if not actions_ok(env.action_space):
+        raise SystemExit(f"error: --env {env_id} has actions {env.action_space}; {needs}")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise SystemExit(f"error: --env {env_id} observes {env.observation_space}; this trainer needs a flat Box")
+    return env
+
+
+def progress_bar(args, step: int, label: str) -> tqdm:
+    """Environment steps of a trainer run, from `step` to args.total_steps (hidden by --no-progress)."""
+    return tqdm(total=args.total_steps, initial=step, desc=f"{label} {args.env}", unit="step", dynamic_ncols=True,
+                mininterval=5.0, disable=not args.progress)

@@ -59,10 +59,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.behavior import episode_returns  # noqa: E402
+from benchmarks.behavior import (check_trainer_args, episode_returns, make_trainer_env,  # noqa: E402
+                                 progress_bar)
 from common.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 
 
@@ -215,19 +215,13 @@ def evaluate(q: QNetwork, env_id: str, episodes: int, seed: int) -> list[float]:
 
 def check_args(args: Args) -> None:
     """SystemExit naming the first invalid field."""
-    positive = ("total_steps", "learning_rate", "buffer_size", "target_network_frequency", "batch_size",
-                "train_frequency", "snapshot_every", "snapshot_eval_episodes", "checkpoint_every", "threads")
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_trainer_args(args, ("total_steps", "learning_rate", "buffer_size", "target_network_frequency",
+                              "batch_size", "train_frequency", "snapshot_every", "snapshot_eval_episodes",
+                              "checkpoint_every", "threads"))
     if not 0 <= args.end_e <= args.start_e <= 1:
         raise SystemExit(f"error: need 0 <= --end-e <= --start-e <= 1, got {args.end_e} and {args.start_e}")
     if not 0 <= args.exploration_fraction <= 1:
         raise SystemExit(f"error: --exploration-fraction must be in [0, 1], got {args.exploration_fraction}")
-    if not 0 <= args.learning_starts < args.total_steps:
-        raise SystemExit(f"error: --learning-starts must be in [0, total_steps), got {args.learning_starts}")
-    if not 0 < args.gamma <= 1:
-        raise SystemExit(f"error: --gamma must be in (0, 1], got {args.gamma}")
     if not args.hidden or min(args.hidden) <= 0:
         raise SystemExit(f"error: --hidden must be positive layer widths, got {args.hidden}")
 
@@ -235,14 +229,8 @@ def check_args(args: Args) -> None:
 def main(args: Args) -> None:
     check_args(args)
     torch.set_num_threads(args.threads)
-    try:
-        env = gym.make(args.env)
-    except gym.error.Error as e:
-        raise SystemExit(f"error: --env {args.env!r}: {e}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise SystemExit(f"error: --env {args.env} has actions {env.action_space}; DQN needs a Discrete action space")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise SystemExit(f"error: --env {args.env} observes {env.observation_space}; this trainer needs a flat Box")
+    env = make_trainer_env(args.env, lambda space: isinstance(space, gym.spaces.Discrete),
+                           "DQN needs a Discrete action space")
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
     out = Path(args.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
@@ -294,8 +282,7 @@ def main(args: Args) -> None:
     ep_ret, ep_len, loss = 0.0, 0, float("nan")
     t0, last_step = time.time(), step
     metrics = open(out / "metrics.jsonl", "a")
-    bar = tqdm(total=args.total_steps, initial=step, desc=f"DQN {args.env}", unit="step", dynamic_ncols=True,
-               mininterval=5.0, disable=not args.progress)
+    bar = progress_bar(args, step, "DQN")
     while step < args.total_steps:
         epsilon = epsilon_at(step, args)
         if rng.random() < epsilon:

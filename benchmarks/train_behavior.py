@@ -30,10 +30,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.behavior import GaussianActor, episode_returns, save_actor  # noqa: E402
+from benchmarks.behavior import (GaussianActor, check_trainer_args, episode_returns,  # noqa: E402
+                                 make_trainer_env, progress_bar, save_actor)
 from common.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 
 
@@ -105,15 +105,8 @@ def evaluate(actor: GaussianActor, env_id: str, episodes: int, seed: int) -> lis
 
 def check_args(args: Args) -> None:
     """SystemExit naming the first invalid field."""
-    positive = ("total_steps", "batch_size", "hidden", "lr", "snapshot_every", "snapshot_eval_episodes",
-                "checkpoint_every", "threads")
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 <= args.learning_starts < args.total_steps:
-        raise SystemExit(f"error: --learning-starts must be in [0, total_steps), got {args.learning_starts}")
-    if not 0 < args.gamma <= 1:
-        raise SystemExit(f"error: --gamma must be in (0, 1], got {args.gamma}")
+    check_trainer_args(args, ("total_steps", "batch_size", "hidden", "lr", "snapshot_every", "snapshot_eval_episodes",
+                              "checkpoint_every", "threads"))
     if not 0 < args.tau <= 1:
         raise SystemExit(f"error: --tau must be in (0, 1], got {args.tau}")
 
@@ -121,17 +114,10 @@ def check_args(args: Args) -> None:
 def main(args: Args) -> None:
     check_args(args)
     torch.set_num_threads(args.threads)
-    try:
-        env = gym.make(args.env)
-    except gym.error.Error as e:
-        raise SystemExit(f"error: --env {args.env!r}: {e}") from None
-    space = env.action_space
-    if not isinstance(space, gym.spaces.Box) or not (np.all(space.low == -1) and np.all(space.high == 1)):
-        raise SystemExit(f"error: --env {args.env} has actions {space}; this SAC trainer needs a Box in [-1, 1]")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise SystemExit(f"error: --env {args.env} observes {env.observation_space}; this trainer needs a flat Box")
+    env = make_trainer_env(args.env, lambda space: isinstance(space, gym.spaces.Box) and bool(
+        np.all(space.low == -1) and np.all(space.high == 1)), "this SAC trainer needs a Box in [-1, 1]")
     obs_dim = env.observation_space.shape[0]
-    act_dim = space.shape[0]
+    act_dim = env.action_space.shape[0]
     out = Path(args.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
 
@@ -200,8 +186,7 @@ def main(args: Args) -> None:
     ep_ret, ep_len = 0.0, 0
     t0, last_step = time.time(), step
     metrics = open(out / "metrics.jsonl", "a")
-    bar = tqdm(total=args.total_steps, initial=step, desc=f"SAC {args.env}", unit="step", dynamic_ncols=True,
-               mininterval=5.0, disable=not args.progress)
+    bar = progress_bar(args, step, "SAC")
     while step < args.total_steps:
         if step < args.learning_starts:
             act = rng.uniform(-1, 1, act_dim).astype(np.float32)
