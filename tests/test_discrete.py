@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from benchmarks import dqn, select_policies, suite
-from conftest import kill_at_call
 from benchmarks.behavior import GaussianActor, save_actor
+from conftest import kill_at_call
 from common.data import load_dataset
 from common.evaluation import evaluate
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from benchmarks import suite
-from conftest import kill_at_call
 from benchmarks.behavior import GaussianActor, save_actor
+from conftest import kill_at_call
 
 REF_MIN, REF_MAX = 10.0, 1000.0
 

@@ -66,7 +66,6 @@ def ours_flops_per_update(algo: str, dataset_id: str, updates: int, runs_dir: Pa
     Its evaluation is stubbed out (no episode is played), so every counted multiply belongs to an update."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     script = importlib.import_module(f"algorithms.{algo}")
     args = script.Args(dataset=dataset_id, total_steps=updates, eval_every=updates, eval_episodes=1,
                        log_every=updates, checkpoint_every=updates, runs_dir=str(runs_dir), progress=False,
@@ -168,7 +167,7 @@ def markdown(record: dict, path: str) -> str:
                      f"{f['ours'] / 1e6:,.0f} / {f['d3rlpy'] / 1e6:,.0f} | {g['ours']:.0f} / {g['d3rlpy']:.0f} | "
                      f"{row['max_speedup_on_this_cpu']:.2f}x |")
     return "\n".join(lines + [
-        "", f"Updates/s from `{record['speed_file']}` ({record['device_name']}, {record['threads']} threads, idle); "
+        "", f"Updates/s from `{record['speed_file']}` ({record['device_name']}, {record['threads']} threads); "
         f"FLOPs are the matrix multiplies of one update (forward and backward) counted by torch's FlopCounterMode; "
         f"the ceiling is the fastest matrix multiply of these networks' shapes on this machine, "
         f"{record['ceiling_gflops']:.0f} GFLOP/s; the last column is (ceiling / our FLOPs per update) / d3rlpy's "
