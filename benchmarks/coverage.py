@@ -30,9 +30,9 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.speed import write_results  # noqa: E402
 from common.checkpoints import load_checkpoint  # noqa: E402
 from common.data import load_dataset  # noqa: E402
-from benchmarks.speed import write_results  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 
 SUPPORTED = ("iql", "sql", "eql", "xql", "onestep")
