@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common.evaluation import make_env
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
@@ -74,7 +76,7 @@ def episode_returns(act: Callable[[torch.Tensor], np.ndarray | int], env_id: str
                     seed: int) -> list[float]:
     """Undiscounted returns of `episodes` episodes of `act(obs[1, obs_dim]) -> action` in `env_id`, reset seeds
     seed, seed + 1, ...: the trainers' quick snapshot evaluation (SAC's mean action, DQN's greedy one)."""
-    env = gym.make(env_id)
+    env = make_env(env_id)
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
@@ -108,7 +110,7 @@ def make_trainer_env(env_id: str, actions_ok: Callable[[gym.Space], bool], needs
     """`gym.make(env_id)`, or SystemExit if it cannot be made, its observations are not a flat Box, or
     `actions_ok(action_space)` is false (`needs` says what the trainer needs instead)."""
     try:
-        env = gym.make(env_id)
+        env = make_env(env_id)
     except gym.error.Error as e:
         raise SystemExit(f"error: --env {env_id!r}: {e}") from None
     if not actions_ok(env.action_space):

@@ -100,6 +100,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import dqn, maze  # noqa: E402
 from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
+from common.evaluation import make_env  # noqa: E402
 
 POLICY_ROOT = Path(__file__).resolve().parent / "policies"
 CARDS_PATH = Path(__file__).resolve().parent / "DATASETS.md"
@@ -222,7 +223,7 @@ def episode_seeds(seed: int, stream: str, *index: int) -> tuple[int, int]:
 
 
 def make_envs(env_id: str, n: int = GROUP_ENVS) -> list[gym.Env]:
-    envs = [gym.make(env_id) for _ in range(n)]
+    envs = [make_env(env_id) for _ in range(n)]
     space = envs[0].action_space
     if isinstance(space, gym.spaces.Discrete):
         if space.start != 0:
@@ -706,7 +707,7 @@ def _build_maze(dataset_id: str, *, progress: bool, n_steps: int | None, seed: i
     task_maze, dense = maze.parse_id(dataset_id)
     n_steps = maze.STEPS if n_steps is None else n_steps
     spec = maze.env_spec(task_maze, dense)
-    env = gym.make(spec)
+    env = make_env(spec)
     observation_space = env.observation_space
     env.close()
     tasks = maze.build_tasks(task_maze, dense, seed, n_steps, maze.REF_EPISODES)

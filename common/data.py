@@ -30,6 +30,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from common.evaluation import make_env
+
 # D4RL's reference returns (d4rl/gym_mujoco/__init__.py), used for remote ids that carry none
 # (Minari's mujoco/*-v0 datasets store no ref_min_score / ref_max_score).
 FALLBACK_REF_SCORES = {
@@ -312,7 +314,7 @@ def check_dataset(data: Dataset) -> None:
     if data.env_spec is None:
         return
     try:
-        env = gym.make(data.env_spec)
+        env = make_env(data.env_spec)
     except Exception as e:
         raise DatasetError(f"dataset {data.dataset_id!r}: its environment {data.env_spec.id!r} cannot be made "
                            f"({type(e).__name__}: {e})") from e

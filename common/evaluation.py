@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Callable
 
 import gymnasium as gym
@@ -30,9 +31,29 @@ def flatten_obs(obs) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32).reshape(-1)
 
 
+_MUJOCO_WARNED: set[str] = set()
+
+
+def _mujoco_warning_once(message: str) -> None:
+    if message not in _MUJOCO_WARNED:
+        _MUJOCO_WARNED.add(message)
+        print(f"WARNING (MuJoCo, shown once): {message}", file=sys.stderr)
+
+
 def make_env(env_spec, **kwargs) -> gym.Env:
-    """`gym.make(env_spec, **kwargs)`, minus a file gymnasium-robotics leaks: its maze envs write their MuJoCo
-    model to the temporary folder on every make and never delete it (thousands over a benchmark grid)."""
+    """`gym.make(env_spec, **kwargs)`, with two fixes for making many copies:
+
+    - MuJoCo's warnings are shown once per process, not once per copy: MuJoCo 4 warns on every compile of a
+      model that uses the deprecated `settotalmass` attribute, as Gymnasium's HalfCheetah does, which
+      otherwise prints one line per environment made (10 per evaluation).
+    - The file gymnasium-robotics leaks is removed: its maze envs write their MuJoCo model to the temporary
+      folder on every make and never delete it (thousands over a benchmark grid)."""
+    try:
+        import mujoco
+    except ImportError:  # an install without gymnasium[mujoco]: no MuJoCo envs to make
+        mujoco = None
+    if mujoco is not None and mujoco.get_mju_user_warning() is None:  # leave a handler the user set alone
+        mujoco.set_mju_user_warning(_mujoco_warning_once)
     env = gym.make(env_spec, **kwargs)
     path = getattr(env.unwrapped, "tmp_xml_file_path", None)
     if path:  # loaded into the simulator by now

@@ -18,6 +18,7 @@ from common.buffer import Buffer
 from common.checkpoints import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from common.config import ArgumentError, check_common, require, resolve_device
 from common.data import load_dataset
+from common import evaluation
 from common.evaluation import EVAL_SEED_OFFSET, evaluate
 from common.logging import Run, run_name
 
@@ -218,6 +219,23 @@ def test_evaluate_maps_unit_actions_to_the_env_bounds():
         _, r, term, trunc, _ = env.step(np.array([1.0], np.float32))
         total, done = total + r, term or trunc
     assert ours[0] == pytest.approx(total)
+
+
+def test_mujoco_warnings_are_shown_once_not_once_per_environment(capfd):
+    # MuJoCo 4 warns about HalfCheetah's deprecated `settotalmass` on every model compile: an evaluation of
+    # 10 episodes used to print it 10 times into the progress bar
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(None)
+    evaluation._MUJOCO_WARNED.clear()
+    try:
+        evaluate(lambda obs: np.zeros((len(obs), 6), np.float32), "HalfCheetah-v5", episodes=3)
+        evaluation.make_env("HalfCheetah-v5").close()
+        out, err = capfd.readouterr()
+        assert (out + err).count("settotalmass") == 1 and "shown once" in err
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def test_evaluate_discrete_actions_cartpole():
