@@ -129,6 +129,7 @@ class SuiteEnv:
 
 ENVS: dict[str, SuiteEnv] = {
     "hopper": SuiteEnv("Hopper-v5", POLICY_ROOT / "hopper", expert_target=3000.0),
+    "halfcheetah": SuiteEnv("HalfCheetah-v5", POLICY_ROOT / "halfcheetah", expert_target=7000.0),
     "walker2d": SuiteEnv("Walker2d-v5", POLICY_ROOT / "walker2d", expert_target=3500.0),
     "cartpole": SuiteEnv("CartPole-v1", POLICY_ROOT / "cartpole", DISCRETE_LEVELS, DISCRETE_STEPS_PER_LEVEL),
     "acrobot": SuiteEnv("Acrobot-v1", POLICY_ROOT / "acrobot", DISCRETE_LEVELS, DISCRETE_STEPS_PER_LEVEL),
