@@ -9,17 +9,17 @@
     python benchmarks/run_grid.py --algos bc td3_bc iql cql --datasets stitch/hopper/medium-v0 \
         --seeds 0 1 2 3 --results benchmarks/results/hopper_50k.jsonl --ray-address auto
 
-Each cell runs `python algorithms/<algo>.py --dataset D --seed S --total-steps T ...` in its own run
-folder under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, the full config, the
-git commit the cell started from, the command, the host, wall time, updates/s, the dataset's reference scores and every
-evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the
-results file are skipped, and a cell whose run folder holds a checkpoint is resumed, so an interrupted
-grid continues where it stopped. Several grids may share a results file and a runs folder on one machine
-(a second one started later to use a freed core, say): each cell's folder is locked while it runs and the
-results file is read again before a cell starts, so no cell is trained twice. A failed cell is reported
-with the tail of its log; the other cells go on, and the exit status is 1 if any failed. Adding an
-algorithm to a grid is adding its script name to `--algos`; `--extra 'algo:--flag=value'` overrides a
-flag for one algorithm ('*:' for all).
+Each cell runs `python algorithms/<algo>.py --dataset D --seed S --total-steps T ...` in its own run folder
+under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, the full config, the git commit the
+cell started from, the command, the host, wall time, updates/s, the dataset's reference scores and every
+evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the results
+file are skipped, and a cell whose run folder holds a checkpoint is resumed (cells checkpoint every
+`--checkpoint-every` updates), so an interrupted grid continues where it stopped. Several grids may share a
+results file and a runs folder on one machine (a second one started later to use a freed core, say): each
+cell's folder is locked while it runs and the results file is read again before a cell starts, so no cell is
+trained twice. A failed cell is reported with the tail of its log; the other cells go on, and the exit status
+is 1 if any failed. Adding an algorithm to a grid is adding its script name to `--algos`;
+`--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all).
 
 Peer libraries' algorithms are cells too (benchmarks/peers/): `--algos d3rlpy_bc d3rlpy_td3_bc d3rlpy_iql
 d3rlpy_cql` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in d3rlpy's own virtual
@@ -83,6 +83,9 @@ class Args:
     """Cells run at the same time on this machine (each with --threads torch threads); local grids only."""
     threads: int = 1
     """torch threads per cell (OMP_NUM_THREADS); on Ray also the CPUs each cell's task reserves."""
+    checkpoint_every: int = 5_000
+    """Updates between each cell's checkpoints, so that an interrupted cell loses at most this many (the
+    scripts' own default, 50k, would make a killed 50k-update cell start again from 0)."""
     extra: list[str] = dataclasses.field(default_factory=list)
     """Flag overrides as 'algo:--flag=value' (or '*:--flag=value' for every algorithm)."""
     dry_run: bool = False
@@ -173,19 +176,23 @@ def cell_dir_name(cell: Cell, total_steps: int) -> str:
     return name
 
 
-def cell_command(cell: Cell, total_steps: int, cell_dir: Path, repo: Path, resume: Path | None = None) -> list[str]:
-    """The command line of a cell: our script or a peer's (benchmarks/peers/), continuing `resume` if given."""
+def cell_command(cell: Cell, total_steps: int, cell_dir: Path, repo: Path, resume: Path | None = None,
+                 checkpoint_every: int | None = None) -> list[str]:
+    """The command line of a cell: our script or a peer's (benchmarks/peers/), continuing `resume` if given
+    (with the run's own settings). `checkpoint_every` goes before the cell's flags, which may override it; it
+    is not part of the cell (the results do not depend on it: resuming is exact)."""
     from benchmarks.peers import script_command
 
     cmd = [*script_command(cell.algo, repo), "--no-progress"]
     if resume is not None:  # continue an interrupted cell
         return cmd + ["--resume", str(resume)]
+    every = [] if checkpoint_every is None else ["--checkpoint-every", str(checkpoint_every)]
     return cmd + ["--dataset", cell.dataset, "--seed", str(cell.seed), "--total-steps", str(total_steps),
-                  "--runs-dir", str(cell_dir), *cell.flags]
+                  "--runs-dir", str(cell_dir), *every, *cell.flags]
 
 
 def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: str | None = None,
-             commit: str | None = None) -> dict:
+             commit: str | None = None, checkpoint_every: int | None = None) -> dict:
     """Run one cell as a subprocess and return {"record": ...}, or {"error": ..., "log_tail": ...} if it failed.
 
     The same function runs in a thread (local) or as a Ray task on any node, so it takes plain values and
@@ -215,20 +222,21 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
         lock.close()
         return {"skipped": f"another grid is running it ({cell_dir} is locked)"}
     try:
-        return _run_cell_locked(cell, total_steps, threads, cell_dir, repo, host, commit)
+        return _run_cell_locked(cell, total_steps, threads, cell_dir, repo, host, commit, checkpoint_every)
     finally:
         lock.close()
 
 
 def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path, repo: Path, host: str,
-                     commit: str | None) -> dict:
+                     commit: str | None, checkpoint_every: int | None) -> dict:
     from common.logging import git_commit
 
     # The commit of the code that starts running (the script reads it only when it finishes, and the
     # checkout may have moved on by then); a shipped copy without .git gets the driver's `commit`.
     started_at = git_commit() or commit
     checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None)
+    cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None,
+                       checkpoint_every)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = cell_dir / "log.txt"
     t0 = time.time()
@@ -291,7 +299,7 @@ def run_local(cells: list[Cell], args: Args, progress: Progress) -> None:
     def run_unless_done(c: Cell) -> dict:  # another grid sharing the results file may have finished it meanwhile
         if cell_key(c.algo, c.dataset, c.seed, args.total_steps, c.flags) in done_keys(results):
             return {"skipped": f"already in {results} (finished by another grid)"}
-        return run_cell(c, args.total_steps, args.threads, runs_dir, str(ROOT))
+        return run_cell(c, args.total_steps, args.threads, runs_dir, str(ROOT), checkpoint_every=args.checkpoint_every)
 
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     try:
@@ -350,7 +358,8 @@ def run_ray(cells: list[Cell], args: Args, progress: Progress) -> None:
         print(f"Ray cluster: {len(nodes)} nodes, {sum(r.get('CPU', 0) for r in nodes):.0f} CPUs, "
               f"{args.threads} per cell", flush=True)
         task = ray.remote(num_cpus=args.threads, num_gpus=args.gpus_per_cell)(run_cell)
-        pending = {task.remote(c, args.total_steps, args.threads, runs_dir, root, commit): c for c in cells}
+        pending = {task.remote(c, args.total_steps, args.threads, runs_dir, root, commit, args.checkpoint_every): c
+                   for c in cells}
         while pending:  # records are written as they arrive, so an interrupted driver keeps every finished cell
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -384,6 +393,8 @@ def main(args: Args) -> None:
             raise SystemExit(f"error: --extra {e!r} is not 'algo:--flag=value' (or '*:--flag=value')")
     if args.threads < 1 or args.jobs < 1:
         raise SystemExit(f"error: --threads and --jobs must be at least 1 (got {args.threads} and {args.jobs})")
+    if args.checkpoint_every < 1:
+        raise SystemExit(f"error: --checkpoint-every must be at least 1 (got {args.checkpoint_every})")
     if args.ray_address is None and (args.ray_ship_code or args.gpus_per_cell):
         raise SystemExit("error: --ray-ship-code and --gpus-per-cell need --ray-address")
     if args.ray_address is not None and args.jobs != 1:

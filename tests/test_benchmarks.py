@@ -24,10 +24,12 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_hopper, tmp_path):
     results = tmp_path / "results.jsonl"
     grid = ["benchmarks/run_grid.py", "--algos", "bc", "--datasets", tiny_hopper, "--seeds", "0", "1",
             "--total-steps", "100", "--results", str(results), "--runs-dir", str(tmp_path / "runs"),
-            "--extra", "*:--eval-every=50", "*:--eval-episodes=2", "*:--log-every=50", "*:--checkpoint-every=50"]
+            "--checkpoint-every", "50", "--extra", "*:--eval-every=50", "*:--eval-episodes=2", "*:--log-every=50"]
     first = run(grid, env)
     assert first.returncode == 0, first.stderr
     records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert all(r["args"]["checkpoint_every"] == 50 and r["flags"] == ["--eval-every=50", "--eval-episodes=2",
+               "--log-every=50"] for r in records)  # the grid's interval reached the scripts, outside the cell key
     assert [(r["algo"], r["seed"], r["total_steps"]) for r in records] == [("bc", 0, 100), ("bc", 1, 100)]
     assert all(len(r["evals"]) == 2 and r["updates_per_s"] > 0 for r in records)
     assert all(r["command"].startswith("python algorithms/bc.py --dataset test/hopper/tiny-v0") for r in records)
@@ -76,6 +78,17 @@ def test_grid_rejects_unknown_algorithm(tmp_path):
     out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
               dict(os.environ))
     assert out.returncode != 0 and "no algorithms/nope.py" in out.stderr
+
+
+@pytest.mark.parametrize("flag, message", [("--threads=0", "--threads and --jobs must be at least 1"),
+                                           ("--jobs=-1", "--threads and --jobs must be at least 1"),
+                                           ("--checkpoint-every=0", "--checkpoint-every must be at least 1"),
+                                           ("--extra=--eval-every=5", "is not 'algo:--flag=value'")])
+def test_grid_rejects_bad_flags(tmp_path, flag, message):
+    out = run(["benchmarks/run_grid.py", "--algos", "bc", "--datasets", "x", "--results", str(tmp_path / "r.jsonl"),
+               flag], dict(os.environ))
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_speed_script_writes_rates(tmp_path):

@@ -200,6 +200,11 @@ def test_grid_and_driver_commands_for_a_peer_cell(tmp_path):
     assert resume[4:] == ["--no-progress", "--resume", str(tmp_path / "cell" / "run1")]
     ours = cell_command(cell._replace(algo="iql"), 200, tmp_path / "cell", ROOT)
     assert ours[:3] == [sys.executable, str(ROOT / "algorithms" / "iql.py"), "--no-progress"]
+    # the grid's checkpoint interval goes before the cell's flags (an --extra may override it) ...
+    every = cell_command(cell, 200, tmp_path / "cell", ROOT, checkpoint_every=100)
+    assert every == cmd[:-2] + ["--checkpoint-every", "100"] + cmd[-2:]
+    # ... and not into a resumed run, which keeps its own settings
+    assert cell_command(cell, 200, tmp_path / "cell", ROOT, tmp_path / "cell" / "run1", 100) == resume
 
     rec = build_record(cell, 200, 1, {"final_score": 1.0, "evals": []}, 3.0, -20.0, 3000.0)
     assert rec["command"] == ("python benchmarks/peers/run_d3rlpy.py --algo iql --dataset "
