@@ -145,15 +145,17 @@ def append_record(results: Path, rec: dict) -> None:
 
 
 def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_time_s: float,
-                 ref_min_score: float | None, ref_max_score: float | None) -> dict:
+                 ref_min_score: float | None, ref_max_score: float | None, resumed: bool = False) -> dict:
     """The results-file line of a finished cell (the same for local and Ray runs): the cell, the command
-    that reproduces it, where and how long it ran, the references its scores used, and its result.json."""
+    that reproduces it, where and how long it ran, the references its scores used, and its result.json.
+    `resumed`: the run continued from a checkpoint of an interrupted one, so wall_time_s (and the script's
+    updates_per_s) covers only that last part."""
     from benchmarks.peers import display_command
 
     command = [*display_command(cell.algo), "--dataset", cell.dataset, "--seed", str(cell.seed),
                "--total-steps", str(total_steps), *cell.flags]
     return {"algo": cell.algo, "dataset": cell.dataset, "seed": cell.seed, "total_steps": total_steps,
-            "flags": list(cell.flags), "command": shlex.join(command), "wall_time_s": wall_time_s,
+            "flags": list(cell.flags), "command": shlex.join(command), "wall_time_s": wall_time_s, "resumed": resumed,
             "threads": threads, "host": socket.gethostname(), "ref_min_score": ref_min_score,
             "ref_max_score": ref_max_score, **{k: v for k, v in result.items() if k not in ("algo", "dataset", "seed")}}
 
@@ -265,7 +267,7 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
     if started_at is not None:
         result["git_commit"] = started_at
     return {"record": build_record(cell, total_steps, threads, result, wall_time_s,
-                                   data.ref_min_score, data.ref_max_score)}
+                                   data.ref_min_score, data.ref_max_score, resumed=bool(checkpoints))}
 
 
 class Progress:

@@ -74,6 +74,17 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_hopper, tmp_path):
     assert fixed["rescored_from"] == [{"ref_min_score": 0.0, "ref_max_score": 1000.0}]
 
 
+def test_a_cell_continued_from_a_checkpoint_is_marked_resumed(tiny_hopper, tmp_path):
+    # its wall_time_s covers only the last part, so the record must say so
+    cell = run_grid.Cell("bc", tiny_hopper, 0, ["--eval-every=50", "--eval-episodes=2", "--log-every=50"])
+    first = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
+    assert first["record"]["resumed"] is False
+    again = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
+    assert again["record"]["resumed"] is True
+    assert again["record"]["final_return"] == first["record"]["final_return"]  # continued, not trained again
+    assert len(list((tmp_path / "runs").glob("*/*/checkpoint.pt"))) == 1
+
+
 def test_grid_rejects_unknown_algorithm(tmp_path):
     out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
               dict(os.environ))
