@@ -212,6 +212,9 @@ def tau_grid(res: Results) -> np.ndarray:
 
 
 def fmt(values: list[float]) -> str:
+    """Mean ± std; one value alone has no spread to show (not ± 0.0)."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
 
 
