@@ -107,7 +107,7 @@ def check_trainer_args(args, positive: tuple[str, ...]) -> None:
 
 
 def make_trainer_env(env_id: str, actions_ok: Callable[[gym.Space], bool], needs: str) -> gym.Env:
-    """`gym.make(env_id)`, or SystemExit if it cannot be made, its observations are not a flat Box, or
+    """`make_env(env_id)`, or SystemExit if it cannot be made, its observations are not a flat Box, or
     `actions_ok(action_space)` is false (`needs` says what the trainer needs instead)."""
     try:
         env = make_env(env_id)

@@ -81,7 +81,8 @@ def test_a_cell_continued_from_a_checkpoint_is_marked_resumed(tiny_hopper, tmp_p
     assert first["record"]["resumed"] is False
     again = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
     assert again["record"]["resumed"] is True
-    assert again["record"]["final_return"] == first["record"]["final_return"]  # continued, not trained again
+    assert again["record"]["final_return"] == first["record"]["final_return"]
+    # continued in the first run's folder, not trained again in a new one
     assert len(list((tmp_path / "runs").glob("*/*/checkpoint.pt"))) == 1
 
 
