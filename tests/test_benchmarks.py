@@ -154,6 +154,45 @@ def test_build_speed_times_a_build_in_a_private_root(tmp_path):
     assert bad.returncode != 0 and "nope" in bad.stderr
 
 
+def test_critic_values_reads_the_q_metric_and_the_datasets_discounted_returns(tiny_hopper, tmp_path):
+    from algorithms import awac
+    from benchmarks.critic_values import Args as CriticArgs
+    from benchmarks.critic_values import discounted_returns, metric_trajectory
+    from benchmarks.critic_values import main as critic_values
+    from common.data import load_dataset
+
+    # two episodes, [1, 2, 3] and [4, 5]: G = r_t + 0.5 G_(t+1) backwards, restarting at each episode
+    g = discounted_returns(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([0, 3]), np.array([3, 2]), 0.5)
+    np.testing.assert_allclose(g, [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 4 + 0.5 * 5, 5])
+
+    runs = tmp_path / "runs"
+    awac.train(awac.Args(dataset=tiny_hopper, total_steps=30, eval_every=30, eval_episodes=1, hidden_dim=16,
+                         batch_size=16, log_every=5, runs_dir=str(runs), progress=False))
+    (run,) = runs.iterdir()
+    logged = {json.loads(line)["step"]: json.loads(line)["q_data"]
+              for line in (run / "metrics.jsonl").read_text().splitlines() if "q_data" in line}
+    assert sorted(logged) == [5, 10, 15, 20, 25, 30]
+    traj = metric_trajectory(run / "metrics.jsonl", "q_data", every=10)
+    assert list(traj) == ["10", "20", "30"] and traj["20"] == round(logged[20], 2)
+
+    out = tmp_path / "critic.json"
+    critic_values(CriticArgs(dataset=tiny_hopper, runs=[str(run)], metric="q_data", every=10, out=str(out)))
+    rec = json.loads(out.read_text())
+    data = load_dataset(tiny_hopper)
+    ref = rec["data"]["0.99"]
+    g = discounted_returns(data.rewards, data.episode_starts, data.episode_lengths, 0.99)
+    assert ref["mean_discounted_return"] == round(float(g.mean()), 2)
+    assert ref["max_discounted_return"] <= ref["max_reward_over_1_minus_gamma"]
+    assert rec["runs"][0]["q_data"] == traj and rec["runs"][0]["seed"] == 0
+
+    with pytest.raises(SystemExit, match="logs no 'nope'"):
+        critic_values(CriticArgs(dataset=tiny_hopper, runs=[str(run)], metric="nope"))
+    with pytest.raises(SystemExit, match="has no metrics.jsonl"):
+        critic_values(CriticArgs(dataset=tiny_hopper, runs=[str(runs)]))
+    with pytest.raises(SystemExit, match="--every must be at least 1"):
+        critic_values(CriticArgs(dataset=tiny_hopper, runs=[str(run)], every=0))
+
+
 def test_coverage_counts_transitions_per_band_and_evaluates_runs(tiny_hopper, tmp_path):
     from algorithms import bc, iql
     from benchmarks.coverage import Args as CoverageArgs
