@@ -293,7 +293,7 @@ def report_markdown(res: Results, plots: dict[str, Path], base: Path, command: s
                   "profile: fraction of runs whose final score exceeds τ, with a 95% bootstrap band."]
     # evaluation included for every column: peer records keep that rate in updates_per_s_with_eval
     ups = {res.labels[v]: np.mean([r.get("updates_per_s_with_eval", r["updates_per_s"]) for d in res.datasets
-                                   for r in res.cells.get((v, d), []) if "updates_per_s" in r] or [np.nan])
+                                   for r in res.cells.get((v, d), []) if r.get("updates_per_s")] or [np.nan])
            for v in res.variants}
     commits = list(dict.fromkeys(str(r["git_commit"])[:7] for r in res.records if r.get("git_commit")))
     threads = counts([r.get("threads", 1) for r in res.records])

@@ -160,6 +160,18 @@ def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_
             "ref_max_score": ref_max_score, **{k: v for k, v in result.items() if k not in ("algo", "dataset", "seed")}}
 
 
+def logged_updates_per_s(run_dir: Path) -> float | None:
+    """The last `updates_per_s` a run logged to its metrics.jsonl, or None if it logged none."""
+    rate = None
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            rate = rec.get("updates_per_s", rate)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rate
+
+
 def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(log, "rb") as f:
@@ -264,6 +276,12 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
         result["final_score"] = float(data.normalized_score([result["final_return"]])[0])
     except Exception as e:  # noqa: BLE001 -- reported as this cell's failure, the others go on
         return {"error": f"could not score {results[-1]} on {host}: {e!r}", "log_tail": log_tail(log)}
+    if checkpoints and result.get("updates_per_s") == 0:
+        # The cell had finished (reused by another grid, say): this part ran no updates, so its rate is the one
+        # the run logged while it trained (its last part's, where it trained in several).
+        result["updates_per_s"] = logged_updates_per_s(results[-1].parent)
+        result.pop("updates_per_s_with_eval", None)
+        result["updates_per_s_from"] = "metrics.jsonl (the cell had finished; this part ran no updates)"
     if started_at is not None:
         result["git_commit"] = started_at
     return {"record": build_record(cell, total_steps, threads, result, wall_time_s,

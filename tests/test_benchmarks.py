@@ -82,6 +82,11 @@ def test_a_cell_continued_from_a_checkpoint_is_marked_resumed(tiny_hopper, tmp_p
     again = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
     assert again["record"]["resumed"] is True
     assert again["record"]["final_return"] == first["record"]["final_return"]
+    # the reused cell trained no further: its rate is the one its run logged while training, not 0
+    (metrics,) = (tmp_path / "runs").glob("*/*/metrics.jsonl")
+    logged = [json.loads(line)["updates_per_s"] for line in metrics.read_text().splitlines() if "updates_per_s" in line]
+    assert again["record"]["updates_per_s"] == logged[-1] > 0
+    assert "updates_per_s_from" in again["record"] and "updates_per_s_from" not in first["record"]
     # continued in the first run's folder, not trained again in a new one
     assert len(list((tmp_path / "runs").glob("*/*/checkpoint.pt"))) == 1
 
