@@ -12,9 +12,11 @@ of dataset pairs) at every `--every` updates, and two reference values from the 
 
 - the mean discounted Monte-Carlo return of the dataset's transitions, sum_k gamma^k r_(t+k) to the end of the
   episode (the value of the behaviour policy, and a low estimate where an episode was cut by a time limit);
-- the largest value any policy could have, max_t r_t / (1 - gamma).
+- max_t r_t / (1 - gamma): the value of collecting the dataset's largest reward at every step forever.
 
-Neither reference bounds Q^pi of a better policy from below, but no Q of any policy exceeds the second.
+The first is no bound on Q^pi of a better policy; the second is not a proof either (a policy might earn
+rewards larger than any in the data), but a critic above it values the data's own actions more than the
+best reward in the data could ever pay.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.speed import write_results  # noqa: E402
 from common.data import load_dataset  # noqa: E402
+from common.logging import logged  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -62,11 +65,7 @@ def discounted_returns(rewards: np.ndarray, episode_starts: np.ndarray, episode_
 
 def metric_trajectory(metrics_file: Path, metric: str, every: int) -> dict[str, float]:
     """{step: value} of `metric` at the multiples of `every` (and the last step) it was logged at."""
-    points = {}
-    for line in metrics_file.read_text().splitlines():
-        rec = json.loads(line)
-        if metric in rec:
-            points[int(rec["step"])] = float(rec[metric])
+    points = logged(metrics_file, metric)
     if not points:
         raise SystemExit(f"error: {metrics_file} logs no {metric!r}")
     last = max(points)

@@ -160,18 +160,6 @@ def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_
             "ref_max_score": ref_max_score, **{k: v for k, v in result.items() if k not in ("algo", "dataset", "seed")}}
 
 
-def logged_updates_per_s(run_dir: Path) -> float | None:
-    """The last `updates_per_s` a run logged to its metrics.jsonl, or None if it logged none."""
-    rate = None
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            rate = rec.get("updates_per_s", rate)
-    except (OSError, json.JSONDecodeError):
-        return None
-    return rate
-
-
 def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(log, "rb") as f:
@@ -243,7 +231,7 @@ def run_cell(cell: Cell, total_steps: int, threads: int, runs_dir: str, root: st
 
 def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path, repo: Path, host: str,
                      commit: str | None, checkpoint_every: int | None) -> dict:
-    from common.logging import git_commit
+    from common.logging import git_commit, logged
 
     # The commit of the code that starts running (the script reads it only when it finishes, and the
     # checkout may have moved on by then); a shipped copy without .git gets the driver's `commit`.
@@ -279,7 +267,9 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
     if checkpoints and result.get("updates_per_s") == 0:
         # The cell had finished (reused by another grid, say): this part ran no updates, so its rate is the one
         # the run logged while it trained (its last part's, where it trained in several).
-        result["updates_per_s"] = logged_updates_per_s(results[-1].parent)
+        metrics = results[-1].parent / "metrics.jsonl"
+        rates = logged(metrics, "updates_per_s") if metrics.is_file() else {}
+        result["updates_per_s"] = rates[max(rates)] if rates else None
         result.pop("updates_per_s_with_eval", None)
         result["updates_per_s_from"] = "metrics.jsonl (the cell had finished; this part ran no updates)"
     if started_at is not None:

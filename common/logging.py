@@ -53,6 +53,19 @@ def keep_until(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def logged(path: Path, name: str) -> dict[int, float]:
+    """{step: value} of one metric in a metrics file (the last record per step; unreadable lines skipped)."""
+    points = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            if name in rec:
+                points[int(rec["step"])] = float(rec[name])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return points
+
+
 class Run:
     def __init__(self, run_dir: Path, args: Any, algo: str, total_steps: int, start_step: int, track: bool,
                  project: str = "stitch", progress: bool = True):

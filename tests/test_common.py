@@ -20,7 +20,7 @@ from common.config import ArgumentError, check_common, require, resolve_device
 from common.data import load_dataset
 from common import evaluation
 from common.evaluation import EVAL_SEED_OFFSET, evaluate
-from common.logging import Run, run_name
+from common.logging import Run, logged, run_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -337,6 +337,14 @@ def test_metrics_jsonl_lines(tmp_path):
     assert all("time" in r for r in lines)
     assert json.loads((tmp_path / "run" / "result.json").read_text()) == {"final_score": 42.5}
     assert not (tmp_path / "run" / "result.json.tmp").exists()
+
+
+def test_logged_reads_one_metric_by_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5, "loss/q": 0.5}\n{"step": 5, "eval/score": 3.0}\n{"step": 10, "loss/q": 0.25}\n'
+                    '{"step": 10, "loss/q": 0.125}\n{"step": 15, "loss/q": 0.0')  # last line cut by a crash
+    assert logged(path, "loss/q") == {5: 0.5, 10: 0.125}  # the last record of a step wins
+    assert logged(path, "eval/score") == {5: 3.0} and logged(path, "nope") == {}
 
 
 def test_resumed_run_drops_records_logged_after_its_checkpoint(tmp_path):

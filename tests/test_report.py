@@ -223,6 +223,14 @@ def test_two_reports_in_one_readme_by_section(tmp_path):
         main(Args(results=[second], readme=str(readme), section="other", plots=False))
 
 
+def test_updates_per_s_line_skips_records_without_a_rate(tmp_path):
+    # a reused finished cell whose run logged no rate records None: it must not enter the mean (nor break it)
+    text = report(tmp_path, [record("bc", "A", 0, 1.0, updates_per_s=60.0),
+                             record("bc", "A", 1, 2.0, updates_per_s=None),
+                             record("iql", "A", 0, 3.0, updates_per_s=0)])
+    assert "evaluation included, 1 torch thread per run): bc 60." in text and "iql" not in text.split("Updates/s")[1]
+
+
 def test_late_score_averages_the_last_fifth_of_training(tmp_path):
     from benchmarks.report import late_score
 
