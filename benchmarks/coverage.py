@@ -11,8 +11,9 @@ for each run folder given, the length, return and ending (fell = terminated, or 
 `--episodes` evaluation episodes of its final policy, with the seeds `common.evaluation` uses for that run.
 If the policies fall where the data thin out, more updates will not help; more (or longer) data would.
 
-Run folders of iql, sql, eql, xql and onestep are supported (the scripts whose policy is
-`GaussianPolicy(obs_dim, act_dim, hidden_dim)` on raw observations).
+Run folders of iql, sql, eql, xql, onestep and cql (stochastic policies on raw observations, evaluated by
+their mean) and of bc and td3_bc (deterministic actors on observations normalized with the statistics
+their checkpoint holds) are supported: each policy acts exactly as its script evaluates it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ from common.checkpoints import load_checkpoint  # noqa: E402
 from common.data import load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 
-SUPPORTED = ("iql", "sql", "eql", "xql", "onestep")
+# algo -> (policy class in its script, checkpoint key of its weights, whether it acts on normalized observations)
+POLICIES = {**{a: ("GaussianPolicy", "policy", False) for a in ("iql", "sql", "eql", "xql", "onestep")},
+            "cql": ("TanhGaussianPolicy", "policy", False),
+            **{a: ("Actor", "actor", True) for a in ("bc", "td3_bc")}}
+SUPPORTED = tuple(POLICIES)
 BAND = 100
 
 
@@ -69,12 +74,20 @@ def load_policy(run: Path, obs_dim: int, act_dim: int):
     ckpt = load_checkpoint(run / "checkpoint.pt")
     algo = ckpt.get("algo")
     if algo not in SUPPORTED:
-        raise SystemExit(f"error: {run} is a {algo} run; coverage.py reads {', '.join(SUPPORTED)} runs")
+        raise SystemExit(f"error: {run} holds a run of {algo}; coverage.py reads {', '.join(SUPPORTED)} runs")
+    cls, key, normalized = POLICIES[algo]
     module = importlib.import_module(f"algorithms.{algo}")
     args = json.loads(ckpt["args"])
-    policy = module.GaussianPolicy(obs_dim, act_dim, args["hidden_dim"])
-    policy.load_state_dict(ckpt["policy"])
-    policy.eval()
+    net = getattr(module, cls)(obs_dim, act_dim, args["hidden_dim"])
+    net.load_state_dict(ckpt[key])
+    net.eval()
+    if normalized:  # deterministic actor on (obs - mean) / std, as bc.py and td3_bc.py evaluate it
+        mean, std = ckpt["obs_mean"].float(), ckpt["obs_std"].float()
+
+        def policy(obs: torch.Tensor) -> torch.Tensor:
+            return net((obs - mean) / std)
+    else:  # the stochastic policy's deterministic action (its mean, squashed where the policy squashes)
+        policy = net.act
     return policy, args, int(ckpt["step"])
 
 
@@ -96,7 +109,7 @@ def main(args: Args) -> None:
 
         def act(obs: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return policy.act(torch.as_tensor(obs)).clamp(-1, 1).numpy()
+                return policy(torch.as_tensor(obs)).clamp(-1, 1).numpy()
 
         info: dict = {}
         returns = evaluate(act, data.env_spec, args.episodes, seed=run_args["seed"], episode_info=info)

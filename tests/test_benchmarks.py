@@ -199,7 +199,8 @@ def test_critic_values_reads_the_q_metric_and_the_datasets_discounted_returns(ti
 
 
 def test_coverage_counts_transitions_per_band_and_evaluates_runs(tiny_hopper, tmp_path):
-    from algorithms import bc, iql
+    from algorithms import bc, cql, iql
+    from common.checkpoints import save_checkpoint
     from benchmarks.coverage import Args as CoverageArgs
     from benchmarks.coverage import dataset_coverage, transitions_from
     from benchmarks.coverage import main as coverage
@@ -223,9 +224,19 @@ def test_coverage_counts_transitions_per_band_and_evaluates_runs(tiny_hopper, tm
     assert r["step"] == 20 and len(r["lengths"]) == len(r["scores"]) == len(r["terminated"]) == 3
     assert all(1 <= n <= 1000 for n in r["lengths"])
 
-    bc.train(bc.Args(dataset=tiny_hopper, total_steps=10, eval_every=10, eval_episodes=1, hidden_dim=16,
-                     batch_size=16, runs_dir=str(tmp_path / "bc"), progress=False))
-    with pytest.raises(SystemExit, match="is a bc run; coverage.py reads iql"):
-        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(next((tmp_path / "bc").iterdir()))]))
+    # Each supported kind of policy acts as its script evaluates it: the same episodes (same seeds) score
+    # what the run's own final evaluation scored. bc: a normalized-observation actor; cql: a tanh-Gaussian.
+    for name, module, extra in (("bc", bc, {}), ("cql", cql, {"bc_steps": 5})):
+        result = module.train(module.Args(dataset=tiny_hopper, total_steps=10, eval_every=10, eval_episodes=2,
+                                          hidden_dim=16, batch_size=16, runs_dir=str(tmp_path / name),
+                                          progress=False, **extra))
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(next((tmp_path / name).iterdir()))], episodes=2,
+                              out=str(tmp_path / f"{name}.json")))
+        (r,) = json.loads((tmp_path / f"{name}.json").read_text())["runs"]
+        assert np.mean(r["scores"]) == pytest.approx(result["final_score"], abs=0.01)
+
+    save_checkpoint(tmp_path / "awr" / "checkpoint.pt", {"algo": "awr", "args": "{}", "step": 0})
+    with pytest.raises(SystemExit, match="holds a run of awr; coverage.py reads iql"):
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path / "awr")]))
     with pytest.raises(SystemExit, match="has no checkpoint.pt"):
         coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path)]))
