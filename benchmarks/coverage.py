@@ -13,7 +13,9 @@ If the policies fall where the data thin out, more updates will not help; more (
 
 Run folders of iql, sql, eql, xql, onestep and cql (stochastic policies on raw observations, evaluated by
 their mean) and of bc and td3_bc (deterministic actors on observations normalized with the statistics
-their checkpoint holds) are supported: each policy acts exactly as its script evaluates it.
+their checkpoint holds) are supported: each policy acts exactly as its script evaluates it. So are d3rlpy's
+runs (benchmarks/peers/): their policies run in d3rlpy's venv (`d3rlpy_train.py --evaluate-run`), on the
+same episodes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,6 +94,45 @@ def load_policy(run: Path, obs_dim: int, act_dim: int):
     return policy, args, int(ckpt["step"])
 
 
+def our_episodes(run: Path, data, dataset: str, episodes: int) -> dict:
+    """The episodes of one of our runs' final policy, with the seeds its own evaluations used."""
+    policy, run_args, step = load_policy(run, data.obs_dim, data.act_dim)
+    if run_args["dataset"] != dataset:
+        raise SystemExit(f"error: {run} was trained on {run_args['dataset']}, not {dataset}")
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy(torch.as_tensor(obs)).clamp(-1, 1).numpy()
+
+    info: dict = {}
+    returns = evaluate(act, data.env_spec, episodes, seed=run_args["seed"], episode_info=info)
+    return {"seed": run_args["seed"], "step": step, "returns": returns.tolist(), **info}
+
+
+def is_peer_run(run: Path) -> bool:
+    """A run folder of benchmarks/peers/d3rlpy_train.py (its args.json records the exported data's hash)."""
+    try:
+        return "content_sha1" in json.loads((run / "args.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def peer_episodes(run: Path, dataset: str, episodes: int) -> dict:
+    """The episodes of a d3rlpy run's final policy, run by d3rlpy_train.py --evaluate-run in d3rlpy's venv."""
+    from benchmarks.peers import PEERS_DIR, PeerError, check_d3rlpy_venv
+    from benchmarks.peers.export import export_dataset
+
+    try:
+        python, npz = check_d3rlpy_venv(), export_dataset(dataset)
+    except PeerError as e:
+        raise SystemExit(f"error: {run} is a d3rlpy run: {e}") from None
+    proc = subprocess.run([str(python), str(PEERS_DIR / "d3rlpy_train.py"), "--data", str(npz), "--evaluate-run",
+                           str(run), "--eval-episodes", str(episodes)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: evaluating the d3rlpy run {run} failed:\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main(args: Args) -> None:
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be at least 1, got {args.episodes}")
@@ -103,21 +145,13 @@ def main(args: Args) -> None:
     record = {"dataset": args.dataset, "data": dataset_coverage(data.episode_lengths, horizon), "runs": [],
               "command": "python benchmarks/coverage.py " + " ".join(sys.argv[1:])}
     for run in runs:
-        policy, run_args, step = load_policy(run, data.obs_dim, data.act_dim)
-        if run_args["dataset"] != args.dataset:
-            raise SystemExit(f"error: {run} was trained on {run_args['dataset']}, not {args.dataset}")
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return policy(torch.as_tensor(obs)).clamp(-1, 1).numpy()
-
-        info: dict = {}
-        returns = evaluate(act, data.env_spec, args.episodes, seed=run_args["seed"], episode_info=info)
-        fell_at = [n for n, term in zip(info["length"], info["terminated"]) if term]
+        ep = (peer_episodes(run, args.dataset, args.episodes) if is_peer_run(run)
+              else our_episodes(run, data, args.dataset, args.episodes))
+        fell_at = [n for n, term in zip(ep["length"], ep["terminated"]) if term]
         record["runs"].append({
-            "run": str(run), "seed": run_args["seed"], "step": step,
-            "scores": data.normalized_score(returns).round(2).tolist(), "lengths": info["length"],
-            "terminated": info["terminated"],
+            "run": str(run), "seed": ep["seed"], "step": ep["step"],
+            "scores": data.normalized_score(np.asarray(ep["returns"])).round(2).tolist(), "lengths": ep["length"],
+            "terminated": ep["terminated"],
             "data_transitions_from_median_fall": (transitions_from(data.episode_lengths, int(np.median(fell_at)))
                                                   if fell_at else None)})
     print(json.dumps(record, indent=2))

@@ -148,9 +148,11 @@ def test_d3rlpy_side_evaluates_like_common_evaluation(monkeypatch):
         return np.tanh(obs[:, :3] * 3.0)
 
     monkeypatch.setattr(ours.gym, "make", recording_make("ours"))
-    expected = ours.evaluate(policy, spec, episodes=5, seed=3, max_envs=2)
+    info_ours, info_side = {}, {}
+    expected = ours.evaluate(policy, spec, episodes=5, seed=3, max_envs=2, episode_info=info_ours)
     monkeypatch.setattr(gym, "make", recording_make("side"))
-    got = side.evaluate(policy, spec, episodes=5, seed=3, max_envs=2)
+    got = side.evaluate(policy, spec, episodes=5, seed=3, max_envs=2, episode_info=info_side)
+    assert info_side == info_ours and len(info_ours["length"]) == 5 and max(info_ours["length"]) <= 15
     assert seen["side"] == seen["ours"] == [s for batch in side.eval_seeds(3, 5, 2) for s in batch]
     assert seen["ours"][0] == ours.EVAL_SEED_OFFSET + 30_000 and len(set(seen["ours"])) == 5
     assert np.array_equal(got, expected) and len(got) == 5
@@ -278,3 +280,22 @@ def test_flops_analysis_by_hand_and_readme_table(tmp_path):
         flops.main(["--render", str(tmp_path / "f.json"), "--readme", str(readme)])
     with pytest.raises(SystemExit, match="--speed"):
         flops.main([])
+
+
+def test_coverage_hands_a_d3rlpy_run_to_its_venv(tiny_hopper, tmp_path, monkeypatch):
+    """coverage.py recognizes a d3rlpy run folder and evaluates it through d3rlpy_train.py --evaluate-run in the
+    venv; without the venv it stops with the command that makes it."""
+    from benchmarks.coverage import Args as CoverageArgs
+    from benchmarks.coverage import is_peer_run
+    from benchmarks.coverage import main as coverage
+
+    run = tmp_path / "d3rlpy_iql__run"
+    run.mkdir()
+    (run / "args.json").write_text(json.dumps({"algo": "iql", "seed": 0, "content_sha1": "ab"}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert is_peer_run(run) and not is_peer_run(tmp_path)
+    monkeypatch.setenv(D3RLPY_VENV_VAR, str(tmp_path / "no-venv"))
+    with pytest.raises(SystemExit, match=r"is a d3rlpy run: .*is missing; create it with `python benchmarks/peers/"):
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(run)]))
+    parsed = side.parse_args(["--data", "d.npz", "--evaluate-run", str(run), "--eval-episodes", "3"])
+    assert parsed.evaluate_run == str(run) and parsed.eval_episodes == 3

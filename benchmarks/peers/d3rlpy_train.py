@@ -9,6 +9,8 @@ or by the grid (`--algos d3rlpy_iql`); by hand:
     .venv-d3rlpy/bin/python benchmarks/peers/d3rlpy_train.py --algo iql --data /tmp/mr.npz --seed 0 \
         --total-steps 50000
     .venv-d3rlpy/bin/python benchmarks/peers/d3rlpy_train.py --resume runs/d3rlpy_iql__... --data /tmp/mr.npz
+    .venv-d3rlpy/bin/python benchmarks/peers/d3rlpy_train.py --evaluate-run runs/d3rlpy_iql__... --data /tmp/mr.npz
+        # no training: the final policy's episodes (returns, lengths, endings) as JSON, for benchmarks/coverage.py
 
 Data. d3rlpy's MDPDataset is built from the exported flat arrays, one episode per exported episode: it ends at
 a terminal (true termination: no bootstrap) or else at a timeout (bootstrapped), never both (d3rlpy 2.8.1
@@ -83,13 +85,17 @@ def flatten_obs(obs) -> np.ndarray:
 
 
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, seed: int = 0,
-             max_envs: int = 50) -> np.ndarray:
+             max_envs: int = 50, episode_info: dict | None = None) -> np.ndarray:
     """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep.
 
-    `policy` maps a float32 batch of observations to actions in [-1, 1], mapped to the Box's bounds here."""
+    `policy` maps a float32 batch of observations to actions in [-1, 1], mapped to the Box's bounds here.
+    `episode_info`, when given a dict, receives each episode's "length" and whether it "terminated" (rather
+    than reaching the time limit), in episode order."""
     import gymnasium as gym
 
     returns: list[float] = []
+    lengths: list[int] = []
+    terminated: list[bool] = []
     for seeds in eval_seeds(seed, episodes, max_envs):
         n = len(seeds)
         envs = [gym.make(env_spec) for _ in range(n)]
@@ -97,6 +103,7 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
         space = envs[0].action_space
         rescale = isinstance(space, gym.spaces.Box) and not (np.all(space.low == -1) and np.all(space.high == 1))
         totals, running = np.zeros(n), list(range(n))
+        steps, ended_by_term = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
         while running:
             actions = np.asarray(policy(np.stack([obs[i] for i in running]).astype(np.float32)))
             if rescale:
@@ -105,13 +112,20 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
             for i, a in zip(running, actions):
                 o, r, term, trunc, _ = envs[i].step(a)
                 totals[i] += float(r)
+                steps[i] += 1
                 obs[i] = flatten_obs(o)
                 if not (term or trunc):
                     still.append(i)
+                else:
+                    ended_by_term[i] = bool(term)
             running = still
         for env in envs:
             env.close()
         returns.extend(totals.tolist())
+        lengths.extend(steps.tolist())
+        terminated.extend(ended_by_term.tolist())
+    if episode_info is not None:
+        episode_info.update(length=lengths, terminated=terminated)
     return np.asarray(returns)
 
 
@@ -330,6 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs", help="folder that holds run folders")
     p.add_argument("--resume", default=None, help="a run folder to continue (its own saved settings are used)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
+    p.add_argument("--evaluate-run", default=None,
+                   help="no training: print (JSON) the returns, lengths and endings of --eval-episodes episodes of\n"
+                        "this run folder's last checkpointed policy, with the run's seed")
     args = p.parse_args(argv)
     for name in ("total_steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every"):
         if getattr(args, name) < 1:
@@ -337,6 +354,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size is not None and args.batch_size < 1:
         p.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     return args
+
+
+def build(algo_name: str, data: dict, seed: int, total_steps: int, batch_size: int | None, device: str):
+    """d3rlpy's dataset and algorithm with its networks built, as d3rlpy's fitter does before its loop."""
+    import d3rlpy
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
+
+    d3rlpy.seed(seed)
+    dataset = make_dataset(data)
+    algo = make_algo(algo_name, data["dataset_id"], total_steps, batch_size, False if device == "cpu" else device)
+    build_scalers_with_transition_picker(algo, dataset)  # fit the scalers, then build the networks
+    algo.create_impl((data["observations"].shape[1],), data["actions"].shape[1])
+    return algo, dataset
+
+
+def evaluate_run(args: argparse.Namespace) -> dict:
+    """The episodes of a run's last checkpointed policy: --eval-episodes of them, with the run's seed (the
+    episodes its own evaluations ran), each episode's return, length and ending. No training."""
+    import gymnasium as gym
+
+    run_dir = Path(args.evaluate_run)
+    try:
+        saved = json.loads((run_dir / "args.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{run_dir} is not a run folder of this script (args.json: {e})") from e
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    data = load_export(args.data)
+    if saved.get("content_sha1") != data["content_sha1"]:
+        raise DataError(f"{run_dir} was trained on other data ({saved.get('dataset')}) than {args.data} "
+                        f"({data['dataset_id']})")
+    algo, _ = build(saved["algo"], data, saved["seed"], saved["total_steps"], saved.get("batch_size"), "cpu")
+    step, _ = restore(state, algo)
+    info: dict = {}
+    returns = evaluate(lambda obs: np.clip(algo.predict(obs), -1.0, 1.0),
+                       gym.envs.registration.EnvSpec.from_json(data["env_spec"]), args.eval_episodes,
+                       seed=saved["seed"], episode_info=info)
+    return {"run": str(run_dir), "algo": f"d3rlpy_{saved['algo']}", "dataset": data["dataset_id"],
+            "seed": saved["seed"], "step": step, "returns": returns.tolist(),
+            "scores": normalized_score(returns, data["ref_min_score"], data["ref_max_score"]).tolist(), **info}
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -374,15 +430,7 @@ def train(args: argparse.Namespace) -> dict:
     device = args.device
     if device == "auto":
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    d3rlpy.seed(args.seed)
-    dataset = make_dataset(data)
-    algo = make_algo(args.algo, data["dataset_id"], args.total_steps, args.batch_size,
-                     False if device == "cpu" else device)
-    # what d3rlpy's fitter does before its loop: fit the scalers, then build the networks
-    from d3rlpy.algos.utility import build_scalers_with_transition_picker
-
-    build_scalers_with_transition_picker(algo, dataset)
-    algo.create_impl((data["observations"].shape[1],), data["actions"].shape[1])
+    algo, dataset = build(args.algo, data, args.seed, args.total_steps, args.batch_size, device)
 
     step, evals = 0, []
     if state is not None:
@@ -442,6 +490,10 @@ def train(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     try:
-        train(parse_args())
+        parsed = parse_args()
+        if parsed.evaluate_run is not None:
+            print(json.dumps(evaluate_run(parsed)))
+        else:
+            train(parsed)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
