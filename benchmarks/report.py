@@ -41,6 +41,8 @@ import numpy as np
 import tyro
 
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+# peer algorithm -> our algorithm it is compared with (as benchmarks/peers/__init__.py's D3RLPY_ALGOS)
+PEER_OF = {"d3rlpy_bc": "bc", "d3rlpy_td3_bc": "td3_bc", "d3rlpy_iql": "iql", "d3rlpy_cql": "cql"}
 REQUIRED = ("algo", "dataset", "seed", "total_steps", "final_score", "evals")
 # Flags that change how a run is observed or where it runs, not what it learns: they do not split a column.
 BOOKKEEPING_FLAGS = {"--eval-every", "--eval-episodes", "--log-every", "--checkpoint-every", "--device", "--track",
@@ -123,13 +125,25 @@ class Results:
     labels: dict[Variant, str]
 
 
+def side_by_side(variants: list[Variant]) -> list[Variant]:
+    """Order of first appearance, except that a peer library's column (d3rlpy_iql, ...) comes right after the
+    last of our columns of the same algorithm, so each pair reads side by side."""
+    ours = [v for v in variants if v.algo not in PEER_OF]
+    placed: list[Variant] = []
+    for i, v in enumerate(ours):
+        placed.append(v)
+        if all(w.algo != v.algo for w in ours[i + 1:]):
+            placed += [p for p in variants if PEER_OF.get(p.algo) == v.algo]
+    return placed + [v for v in variants if v not in placed]
+
+
 def group(records: list[dict]) -> Results:
     cells: dict[tuple[Variant, str], list[dict]] = defaultdict(list)
     for rec in records:
         cells[(variant_of(rec), rec["dataset"])].append(rec)
     for runs in cells.values():
         runs.sort(key=lambda r: r["seed"])
-    variants = list(dict.fromkeys(v for v, _ in cells))
+    variants = side_by_side(list(dict.fromkeys(v for v, _ in cells)))
     datasets = list(dict.fromkeys(d for _, d in cells))
     show_steps = len({v.total_steps for v in variants}) > 1
     return Results(records, variants, datasets, dict(cells), {v: v.label(show_steps) for v in variants})

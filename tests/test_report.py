@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from benchmarks.report import (Args, Variant, bootstrap_ci, iqm, main, performance_profile, stratified_bootstrap,
-                               variant_of)
+from benchmarks.report import (PEER_OF, Args, Variant, bootstrap_ci, iqm, main, performance_profile, side_by_side,
+                               stratified_bootstrap, variant_of)
 
 
 def record(algo: str, dataset: str, seed: int, final: float, best: float | None = None, steps: int = 100,
@@ -240,3 +240,19 @@ def test_late_score_averages_the_last_fifth_of_training(tmp_path):
     assert late_score(rec) == pytest.approx((60 + 10 + 30) / 3)  # steps 80, 90, 100; 70 is before 0.8 x 100
     final, late, best = report(tmp_path, [rec]).split("| dataset |")[1:4]
     assert "| A | 30.0 (n=1) |" in final and "| A | 33.3 (n=1) |" in late and "| A | 90.0 (n=1)" in best
+
+
+def test_peer_columns_sit_beside_ours():
+    from benchmarks.peers import D3RLPY_ALGOS
+
+    assert PEER_OF == D3RLPY_ALGOS  # report.py keeps its own copy (no import of benchmarks.peers)
+    v = {name: Variant(name, (), 100) for name in ("d3rlpy_bc", "bc", "td3_bc", "iql", "d3rlpy_td3_bc", "d3rlpy_iql",
+                                                   "d3rlpy_cql", "awr")}
+    cql = Variant("cql", ("--bc-steps=10",), 100)
+    order = side_by_side([v["d3rlpy_bc"], v["bc"], v["td3_bc"], v["iql"], v["d3rlpy_td3_bc"], v["d3rlpy_iql"],
+                          v["d3rlpy_cql"], cql, v["awr"]])
+    assert [w.algo for w in order] == ["bc", "d3rlpy_bc", "td3_bc", "d3rlpy_td3_bc", "iql", "d3rlpy_iql", "cql",
+                                       "d3rlpy_cql", "awr"]
+    # a peer without our algorithm in the table keeps its place at the end; no peers: order unchanged
+    assert [w.algo for w in side_by_side([v["d3rlpy_iql"], v["bc"]])] == ["bc", "d3rlpy_iql"]
+    assert side_by_side([v["awr"], v["bc"]]) == [v["awr"], v["bc"]]
