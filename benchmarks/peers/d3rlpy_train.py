@@ -369,17 +369,22 @@ def build(algo_name: str, data: dict, seed: int, total_steps: int, batch_size: i
     return algo, dataset
 
 
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """A run folder's saved settings (args.json) and its last checkpoint."""
+    try:
+        saved = json.loads((run_dir / "args.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{run_dir} is not a run folder of this script (args.json: {e})") from e
+    return saved, load_checkpoint(run_dir / "checkpoint.pt")
+
+
 def evaluate_run(args: argparse.Namespace) -> dict:
     """The episodes of a run's last checkpointed policy: --eval-episodes of them, with the run's seed (the
     episodes its own evaluations ran), each episode's return, length and ending. No training."""
     import gymnasium as gym
 
     run_dir = Path(args.evaluate_run)
-    try:
-        saved = json.loads((run_dir / "args.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{run_dir} is not a run folder of this script (args.json: {e})") from e
-    state = load_checkpoint(run_dir / "checkpoint.pt")
+    saved, state = read_run(run_dir)
     data = load_export(args.data)
     if saved.get("content_sha1") != data["content_sha1"]:
         raise DataError(f"{run_dir} was trained on other data ({saved.get('dataset')}) than {args.data} "
@@ -403,11 +408,7 @@ def train(args: argparse.Namespace) -> dict:
     state = None
     if args.resume is not None:
         run_dir = Path(args.resume)
-        try:
-            saved = json.loads((run_dir / "args.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{run_dir} is not a run folder of this script (args.json: {e})") from e
-        state = load_checkpoint(run_dir / "checkpoint.pt")
+        saved, state = read_run(run_dir)
         args = argparse.Namespace(**{**saved, "data": args.data, "resume": args.resume, "progress": args.progress})
     data = load_export(args.data)
     env_spec = gym.envs.registration.EnvSpec.from_json(data["env_spec"])
