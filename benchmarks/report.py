@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shlex
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -40,9 +41,12 @@ from typing import Callable
 import numpy as np
 import tyro
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.peers import D3RLPY_ALGOS  # noqa: E402  (stdlib only)
+
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
-# peer algorithm -> our algorithm it is compared with (as benchmarks/peers/__init__.py's D3RLPY_ALGOS)
-PEER_OF = {"d3rlpy_bc": "bc", "d3rlpy_td3_bc": "td3_bc", "d3rlpy_iql": "iql", "d3rlpy_cql": "cql"}
+# peer algorithm -> our script it is compared with: d3rlpy's algorithm names are our scripts' names
+PEER_OF = D3RLPY_ALGOS
 REQUIRED = ("algo", "dataset", "seed", "total_steps", "final_score", "evals")
 # Flags that change how a run is observed or where it runs, not what it learns: they do not split a column.
 BOOKKEEPING_FLAGS = {"--eval-every", "--eval-episodes", "--log-every", "--checkpoint-every", "--device", "--track",
