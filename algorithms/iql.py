@@ -20,6 +20,7 @@ Implementation details (all from the authors' code unless marked "deviation"):
  4. Policy: Gaussian with mean tanh(linear) and a state-independent log-std parameter (init 0,
     clipped to [-5, 2]); not a tanh-squashed distribution. Evaluation uses the mean action.
  5. All layers (outputs too) use orthogonal init with gain sqrt(2), zero bias; 2x256 ReLU MLPs.
+    `--init torch` keeps PyTorch's default nn.Linear init instead (what CORL's and d3rlpy's IQL use).
  6. Exponentiated advantages are clipped at 100. The actor's learning rate follows a cosine decay
     to 0 over `total_steps`; V and Q use a constant learning rate.
  7. The twin Q-functions are one batched ensemble module (weights [2, in, out]): one matmul per layer.
@@ -43,6 +44,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -84,6 +86,8 @@ class Args:
     """Inverse temperature of the advantage weights exp(beta * A)."""
     max_weight: float = 100.0
     """Clip on the exponentiated advantage."""
+    init: Literal["orthogonal", "torch"] = "orthogonal"
+    """Weight init: orthogonal (gain sqrt 2, zero bias; the authors' code) or torch (nn.Linear's default)."""
     reward_scale: bool = True
     """Rescale rewards by 1000 / (max - min episode return), as the paper does for locomotion."""
     eval_every: int = 5_000
@@ -114,12 +118,14 @@ def check_args(args: Args) -> None:
     require(args.beta >= 0.0, "beta", "must be >= 0", args.beta)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
+    require(args.init in ("orthogonal", "torch"), "init", "must be 'orthogonal' or 'torch'", args.init)
 
 
 # ----------------------------------------------------------------------------------------------
 # Networks
 # ----------------------------------------------------------------------------------------------
 def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
+    """Every Linear layer of `module`: orthogonal weights with `gain`, zero bias (the authors' default_init)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.orthogonal_(m.weight, gain)
@@ -129,12 +135,16 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
 class EnsembleLinear(nn.Module):
     """`n` independent linear layers applied as one batched matmul: [n, B, in] -> [n, B, out]."""
 
-    def __init__(self, n: int, in_dim: int, out_dim: int):
+    def __init__(self, n: int, in_dim: int, out_dim: int, orthogonal: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(n, 1, out_dim))
-        for i in range(n):  # orthogonal init of each member, as separate Dense layers would get
-            nn.init.orthogonal_(self.weight.data[i].T, math.sqrt(2))
+        for i in range(n):  # each member initialized as a separate layer would be
+            if orthogonal:
+                nn.init.orthogonal_(self.weight.data[i].T, math.sqrt(2))
+            else:
+                layer = nn.Linear(in_dim, out_dim)
+                self.weight.data[i], self.bias.data[i, 0] = layer.weight.data.T, layer.bias.data
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
@@ -143,30 +153,33 @@ class EnsembleLinear(nn.Module):
 class EnsembleQ(nn.Module):
     """Q_1..Q_n(s, a) as one module; returns [n, B]."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2, orthogonal: bool = True):
         super().__init__()
         self.n = n
-        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden), nn.ReLU(),
-                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(), EnsembleLinear(n, hidden, 1))
+        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden, orthogonal), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, hidden, orthogonal), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, 1, orthogonal))
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.n, -1, -1)
         return self.net(x).squeeze(-1)
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden: int, out_dim: int, orthogonal: bool = True) -> nn.Sequential:
     net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                         nn.Linear(hidden, out_dim))
-    orthogonal_init(net)
+    if orthogonal:
+        orthogonal_init(net)
     return net
 
 
 class GaussianPolicy(nn.Module):
     """N(tanh(mu(s)), exp(log_std)^2) with a state-independent log-std (IQL's NormalTanhPolicy)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, log_std_min: float = -5.0, log_std_max: float = 2.0):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, log_std_min: float = -5.0, log_std_max: float = 2.0,
+                 orthogonal: bool = True):
         super().__init__()
-        self.mu = mlp(obs_dim, hidden, act_dim)
+        self.mu = mlp(obs_dim, hidden, act_dim, orthogonal)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -234,12 +247,13 @@ def train(args: Args) -> dict:
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
     buffer.actions.clamp_(-1 + 1e-5, 1 - 1e-5)
 
-    q = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
-    q_target = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
+    ortho = args.init == "orthogonal"
+    q = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim, orthogonal=ortho).to(device)
+    q_target = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim, orthogonal=ortho).to(device)
     q_target.load_state_dict(q.state_dict())
     q_target.requires_grad_(False)
-    value = mlp(data.obs_dim, args.hidden_dim, 1).to(device)
-    policy = GaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
+    value = mlp(data.obs_dim, args.hidden_dim, 1, ortho).to(device)
+    policy = GaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim, orthogonal=ortho).to(device)
     q_opt = make_optimizer(q.parameters(), args.critic_lr)
     v_opt = make_optimizer(value.parameters(), args.critic_lr)
     pi_opt = make_optimizer(policy.parameters(), args.actor_lr)

@@ -102,6 +102,36 @@ def test_expectile_moves_v_toward_the_max_or_min_of_q(tau, expected):
 
 
 # ----------------------------------------------------------------------------------------------
+# Initialization: the authors' orthogonal init by default, PyTorch's with --init torch
+# ----------------------------------------------------------------------------------------------
+def linear_layers(orthogonal: bool):
+    """(weight [out, in], bias) of every layer of Q (each ensemble member), V and the policy's mean."""
+    torch.manual_seed(0)
+    q = iql.EnsembleQ(obs_dim=11, act_dim=3, hidden=64, orthogonal=orthogonal)
+    layers = [(m.weight[i].T, m.bias[i, 0]) for m in q.net if isinstance(m, iql.EnsembleLinear) for i in range(2)]
+    for net in (iql.mlp(11, 64, 1, orthogonal), iql.GaussianPolicy(11, 3, 64, orthogonal=orthogonal).mu):
+        layers += [(m.weight, m.bias) for m in net if isinstance(m, torch.nn.Linear)]
+    return layers
+
+
+def test_default_init_is_orthogonal_with_gain_sqrt2_and_zero_bias():
+    for weight, bias in linear_layers(orthogonal=True):
+        singular = torch.linalg.svdvals(weight.detach())
+        torch.testing.assert_close(singular, torch.full_like(singular, math.sqrt(2)))
+        assert torch.all(bias == 0)
+
+
+def test_torch_init_is_nn_linear_default():
+    for weight, bias in linear_layers(orthogonal=False):
+        bound = 1 / math.sqrt(weight.shape[1])  # nn.Linear: U(+-1/sqrt(fan_in)) for weight and bias
+        assert weight.abs().max() <= bound and bias.abs().max() <= bound
+        assert weight.abs().max() > 0.9 * bound and bias.abs().max() > 0  # filled, not zero
+        if weight.shape[0] == weight.shape[1]:  # a square random matrix is far from orthogonal
+            singular = torch.linalg.svdvals(weight.detach())
+            assert singular.max() / singular.min() > 2
+
+
+# ----------------------------------------------------------------------------------------------
 # Smoke: a few hundred updates end to end, in-process
 # ----------------------------------------------------------------------------------------------
 def test_train_smoke(tiny_hopper, tmp_path):
@@ -118,6 +148,7 @@ def test_train_smoke(tiny_hopper, tmp_path):
     ("batch_size", -1, "--batch-size"), ("expectile", 0.0, "--expectile"), ("expectile", 1.5, "--expectile"),
     ("expectile", 1.0, "--expectile"), ("beta", -0.1, "--beta"), ("max_weight", 0.0, "--max-weight"),
     ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"), ("gamma", 1.0, "--gamma"),
+    ("init", "xavier", "--init"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
     check_bad_flag(iql, field, value, flag, tmp_path)
