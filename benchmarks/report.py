@@ -451,6 +451,8 @@ class Args:
     (required with several results files)."""
     readme: str | None = None
     """README to update between the results markers."""
+    algos: list[str] = dataclasses.field(default_factory=list)
+    """Only these algorithms' records (e.g. `--algos iql d3rlpy_iql`); default: every record."""
     section: str = "results"
     """Which README markers: `<!-- SECTION:start -->` ... `<!-- SECTION:end -->` (one README may hold
     several reports, e.g. `--section results-200k`)."""
@@ -467,6 +469,8 @@ class Args:
 def command_line(args: Args) -> str:
     """The command that regenerates this report, as the README quotes it."""
     parts = ["python", "benchmarks/report.py", *args.results]
+    if args.algos:
+        parts += ["--algos", *args.algos]
     for flag, value, default in [("--out", args.out, None), ("--readme", args.readme, None),
                                  ("--section", args.section, "results"), ("--speed", args.speed, None),
                                  ("--bootstrap-reps", args.bootstrap_reps, 2000),
@@ -501,7 +505,14 @@ def main(args: Args) -> None:
     if len(args.results) > 1 and args.out is None:
         raise SystemExit("error: several results files: name the report file with --out")
     out = Path(args.out) if args.out else Path(args.results[0]).with_suffix(".md")
-    res = group(load_results([Path(p) for p in args.results]))
+    records = load_results([Path(p) for p in args.results])
+    if args.algos:
+        missing = sorted(set(args.algos) - {r["algo"] for r in records})
+        if missing:
+            raise SystemExit(f"error: --algos {' '.join(missing)}: no such algorithm in {', '.join(args.results)} "
+                             f"(it has {', '.join(sorted({r['algo'] for r in records}))})")
+        records = [r for r in records if r["algo"] in args.algos]
+    res = group(records)
     readme = Path(args.readme) if args.readme else None
     if readme:
         if not readme.is_file():

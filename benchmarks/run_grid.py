@@ -14,7 +14,9 @@ under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, the ful
 cell started from, the command, the host, wall time, updates/s, the dataset's reference scores and every
 evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the results
 file are skipped, and a cell whose run folder holds a checkpoint is resumed (cells checkpoint every
-`--checkpoint-every` updates), so an interrupted grid continues where it stopped. Several grids may share a
+`--checkpoint-every` updates), so an interrupted grid continues where it stopped. A cell whose run finished
+in the runs folder (another grid's, say) is recorded from its result.json as it is, without running the
+script again, so its record keeps the commit it was trained at (`reused_from` names the file). Several grids may share a
 results file and a runs folder on one machine (a second one started later to use a freed core, say): each
 cell's folder is locked while it runs and the results file is read again before a cell starts, so no cell is
 trained twice. A failed cell is reported with the tail of its log; the other cells go on, and the exit status
@@ -160,6 +162,18 @@ def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_
             "ref_max_score": ref_max_score, **{k: v for k, v in result.items() if k not in ("algo", "dataset", "seed")}}
 
 
+def finished_result(checkpoint: Path, total_steps: int) -> Path | None:
+    """The result.json beside `checkpoint` if the run wrote it after its last checkpoint and reached
+    `total_steps`, i.e. the cell is finished and there is nothing to run; else None."""
+    result = checkpoint.parent / "result.json"
+    try:
+        done = result.stat().st_mtime >= checkpoint.stat().st_mtime and \
+            json.loads(result.read_text()).get("steps") == total_steps
+    except (OSError, ValueError):
+        return None
+    return result if done else None
+
+
 def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(log, "rb") as f:
@@ -237,21 +251,28 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
     # checkout may have moved on by then); a shipped copy without .git gets the driver's `commit`.
     started_at = git_commit() or commit
     checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None,
-                       checkpoint_every)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = cell_dir / "log.txt"
-    t0 = time.time()
-    with open(log, "a") as f:
-        f.write(f"$ {shlex.join(cmd)}  # on {host}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        proc = subprocess.run(cmd, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT)
-    wall_time_s = time.time() - t0
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}, log {log} on {host}", "log_tail": log_tail(log)}
-    results = sorted(cell_dir.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
-    if not results:
-        return {"error": f"finished but wrote no result.json under {cell_dir} on {host}", "log_tail": log_tail(log)}
+    finished = finished_result(checkpoints[-1], total_steps) if checkpoints else None
+    if finished is not None:
+        # Reused as it is (another grid finished it): running the script again would train nothing and only
+        # rewrite its result.json with today's commit, losing the commit the run was trained at.
+        results, wall_time_s = [finished], 0.0
+    else:
+        cmd = cell_command(cell, total_steps, cell_dir, repo, checkpoints[-1].parent if checkpoints else None,
+                           checkpoint_every)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        t0 = time.time()
+        with open(log, "a") as f:
+            f.write(f"$ {shlex.join(cmd)}  # on {host}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
+            proc = subprocess.run(cmd, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT)
+        wall_time_s = time.time() - t0
+        if proc.returncode != 0:
+            return {"error": f"exit {proc.returncode}, log {log} on {host}", "log_tail": log_tail(log)}
+        results = sorted(cell_dir.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
+        if not results:
+            return {"error": f"finished but wrote no result.json under {cell_dir} on {host}",
+                    "log_tail": log_tail(log)}
     try:
         from common.data import load_dataset
 
@@ -272,7 +293,9 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
         result["updates_per_s"] = rates[max(rates)] if rates else None
         result.pop("updates_per_s_with_eval", None)
         result["updates_per_s_from"] = "metrics.jsonl (the cell had finished; this part ran no updates)"
-    if started_at is not None:
+    if finished is not None:
+        result["reused_from"] = str(finished)
+    if started_at is not None and (finished is None or not result.get("git_commit")):
         result["git_commit"] = started_at
     return {"record": build_record(cell, total_steps, threads, result, wall_time_s,
                                    data.ref_min_score, data.ref_max_score, resumed=bool(checkpoints))}

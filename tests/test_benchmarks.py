@@ -79,16 +79,36 @@ def test_a_cell_continued_from_a_checkpoint_is_marked_resumed(tiny_hopper, tmp_p
     cell = run_grid.Cell("bc", tiny_hopper, 0, ["--eval-every=50", "--eval-episodes=2", "--log-every=50"])
     first = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
     assert first["record"]["resumed"] is False
+    (result,) = (tmp_path / "runs").glob("*/*/result.json")
+    written = result.read_text()
     again = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
-    assert again["record"]["resumed"] is True
-    assert again["record"]["final_return"] == first["record"]["final_return"]
-    # the reused cell trained no further: its rate is the one its run logged while training, not 0
-    (metrics,) = (tmp_path / "runs").glob("*/*/metrics.jsonl")
+    assert again["record"]["resumed"] is True and again["record"]["reused_from"] == str(result)
+    # finished: reused as it is, the script not run again, so the record keeps the commit and rate it trained with
+    assert result.read_text() == written and (tmp_path / "runs").joinpath(result.parts[-3], "log.txt").read_text() \
+        .count("$ ") == 1
+    assert {k: again["record"][k] for k in ("final_return", "evals", "updates_per_s", "git_commit")} == \
+        {k: first["record"][k] for k in ("final_return", "evals", "updates_per_s", "git_commit")}
+    # a run whose result.json was rewritten by an older grid with no updates (rate 0): the rate it logged;
+    # and the commit is the run's own, not the one checked out now
+    result.write_text(json.dumps(dict(json.loads(written), updates_per_s=0.0, git_commit="feedbeef")))
+    metrics = result.parent / "metrics.jsonl"
     logged = [json.loads(line)["updates_per_s"] for line in metrics.read_text().splitlines() if "updates_per_s" in line]
-    assert again["record"]["updates_per_s"] == logged[-1] > 0
-    assert "updates_per_s_from" in again["record"] and "updates_per_s_from" not in first["record"]
+    third = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
+    assert third["record"]["updates_per_s"] == logged[-1] > 0 and third["record"]["git_commit"] == "feedbeef"
+    assert "updates_per_s_from" in third["record"] and "updates_per_s_from" not in first["record"]
     # continued in the first run's folder, not trained again in a new one
     assert len(list((tmp_path / "runs").glob("*/*/checkpoint.pt"))) == 1
+
+
+def test_a_cell_stopped_after_its_last_checkpoint_runs_again(tiny_hopper, tmp_path):
+    # checkpoint at the last step but no result.json after it (killed in between): resumed, result written
+    cell = run_grid.Cell("bc", tiny_hopper, 0, ["--eval-every=50", "--eval-episodes=2", "--log-every=50"])
+    first = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
+    (result,) = (tmp_path / "runs").glob("*/*/result.json")
+    result.unlink()
+    again = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
+    assert result.is_file() and "reused_from" not in again["record"]
+    assert again["record"]["final_return"] == first["record"]["final_return"]
 
 
 def test_grid_rejects_unknown_algorithm(tmp_path):

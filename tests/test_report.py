@@ -255,3 +255,14 @@ def test_peer_columns_sit_beside_ours():
     # a peer without our algorithm in the table keeps its place at the end; no peers: order unchanged
     assert [w.algo for w in side_by_side([v["d3rlpy_iql"], v["bc"]])] == ["bc", "d3rlpy_iql"]
     assert side_by_side([v["awr"], v["bc"]]) == [v["awr"], v["bc"]]
+
+
+def test_algos_selects_columns_and_names_a_missing_one(tmp_path):
+    records = [record("bc", "A", 0, 1.0), record("iql", "A", 0, 2.0), record("iql", "A", 0, 3.0, flags=("--x=1",)),
+               record("d3rlpy_iql", "A", 0, 4.0)]
+    text = report(tmp_path, records, algos=["iql", "d3rlpy_iql"])
+    assert text.splitlines()[0] == "| dataset | iql | iql (--x=1) | d3rlpy_iql |"
+    assert "| A | 2.0 (n=1) | 3.0 (n=1) | 4.0 (n=1) |" in text and "--algos iql d3rlpy_iql" in text
+    missing = "error: --algos cql: no such algorithm in .* \\(it has bc, d3rlpy_iql, iql\\)"
+    with pytest.raises(SystemExit, match=missing):
+        report(tmp_path, records, algos=["iql", "cql"])
