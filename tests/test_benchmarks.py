@@ -111,6 +111,23 @@ def test_a_cell_stopped_after_its_last_checkpoint_runs_again(tiny_hopper, tmp_pa
     assert again["record"]["final_return"] == first["record"]["final_return"]
 
 
+def test_finished_result_needs_a_result_written_after_the_last_checkpoint_at_the_last_step(tmp_path):
+    checkpoint, result = tmp_path / "checkpoint.pt", tmp_path / "result.json"
+    checkpoint.write_bytes(b"x")
+    assert run_grid.finished_result(checkpoint, 100) is None  # no result.json: run it
+    result.write_text(json.dumps({"steps": 100}))
+    os.utime(checkpoint, (1000, 1000))
+    os.utime(result, (2000, 2000))
+    assert run_grid.finished_result(checkpoint, 100) == result
+    assert run_grid.finished_result(checkpoint, 200) is None  # asked for more steps than it ran: continue it
+    os.utime(result, (500, 500))  # an older run's result.json, checkpointed again since: not finished
+    assert run_grid.finished_result(checkpoint, 100) is None
+    os.utime(result, (2000, 2000))
+    result.write_text("{trunc")  # torn write
+    os.utime(result, (2000, 2000))
+    assert run_grid.finished_result(checkpoint, 100) is None
+
+
 def test_grid_rejects_unknown_algorithm(tmp_path):
     out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
               dict(os.environ))
