@@ -21,7 +21,9 @@ results file and a runs folder on one machine (a second one started later to use
 cell's folder is locked while it runs and the results file is read again before a cell starts, so no cell is
 trained twice. A failed cell is reported with the tail of its log; the other cells go on, and the exit status
 is 1 if any failed. Adding an algorithm to a grid is adding its script name to `--algos`;
-`--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all).
+`--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all). `--reuse OTHER.jsonl` copies
+cells another grid already recorded (same algorithm, dataset, seed, updates and flags) instead of training them
+again, for a grid that shares cells with an earlier one after that one's run folders are gone.
 
 Peer libraries' algorithms are cells too (benchmarks/peers/): `--algos d3rlpy_bc d3rlpy_td3_bc d3rlpy_iql
 d3rlpy_cql` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in d3rlpy's own virtual
@@ -99,6 +101,10 @@ class Args:
     same path on each."""
     gpus_per_cell: float = 0.0
     """With --ray-address: GPUs each cell's task reserves (e.g. 0.5 puts two cells on one GPU)."""
+    reuse: list[str] = dataclasses.field(default_factory=list)
+    """Other results files (an earlier grid's): a cell found in one of them, with the same algorithm, dataset,
+    seed, updates and flags, is copied from there into --results as it is (trained at the commit it records;
+    `copied_from` names the file and line) instead of being trained again. Its run folder is not needed."""
 
 
 class Cell(NamedTuple):
@@ -115,19 +121,24 @@ def cell_key(algo: str, dataset: str, seed: int, total_steps: int, flags: list[s
     return json.dumps([algo, dataset, seed, total_steps, sorted(flags)])
 
 
-def done_keys(results: Path) -> set[str]:
-    """Keys of the cells already in the results file."""
+def keyed_records(results: Path) -> dict[str, tuple[dict, int]]:
+    """The records of a results file by cell key, each with its line number (the last line wins a repeated key)."""
     if not results.exists():
-        return set()
-    keys = set()
+        return {}
+    records = {}
     for n, line in enumerate(results.read_text().splitlines(), 1):
         if line.strip():
             try:
                 rec = json.loads(line)
-                keys.add(cell_key(rec["algo"], rec["dataset"], rec["seed"], rec["total_steps"], rec["flags"]))
+                records[cell_key(rec["algo"], rec["dataset"], rec["seed"], rec["total_steps"], rec["flags"])] = (rec, n)
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise SystemExit(f"error: {results} line {n} is not a grid record ({e!r})") from None
-    return keys
+    return records
+
+
+def done_keys(results: Path) -> set[str]:
+    """Keys of the cells already in the results file."""
+    return set(keyed_records(results))
 
 
 def append_record(results: Path, rec: dict) -> None:
@@ -433,19 +444,39 @@ def main(args: Args) -> None:
     if args.ray_address is not None and args.jobs != 1:
         raise SystemExit("error: --jobs is for local grids; on Ray the cluster's CPUs decide how many cells run "
                          "at once (--threads CPUs each)")
+    reusable = {}
+    for other in map(Path, reversed(args.reuse)):  # the first file named wins a cell found in several
+        if not other.is_file():
+            raise SystemExit(f"error: --reuse {other}: no such results file")
+        if other.resolve() == results.resolve():
+            raise SystemExit(f"error: --reuse {other} is the --results file itself")
+        reusable.update({k: (rec, f"{other} line {n}") for k, (rec, n) in keyed_records(other).items()})
     done = done_keys(results)
-    cells = []
+    cells, copies = [], []
     for dataset in args.datasets:
         for algo in args.algos:
             flags = [e.split(":", 1)[1] for e in args.extra if e.split(":", 1)[0] in (algo, "*")]
             for seed in args.seeds:
-                if cell_key(algo, dataset, seed, args.total_steps, flags) not in done:
+                key = cell_key(algo, dataset, seed, args.total_steps, flags)
+                if key in done:
+                    continue
+                if key in reusable:
+                    copies.append((Cell(algo, dataset, seed, flags), *reusable[key]))
+                else:
                     cells.append(Cell(algo, dataset, seed, flags))
-    print(f"{len(cells)} cells to run ({len(done)} already in {results})", flush=True)
+    copied = f", {len(copies)} to copy from --reuse" if copies else ""
+    print(f"{len(cells)} cells to run ({len(done)} already in {results}{copied})", flush=True)
     if args.dry_run:
+        for c, _, where in copies:
+            print("   copy", c, *c.flags, "from", where)
         for c in cells:
             print("  ", c, *c.flags)
         return
+    for c, rec, where in copies:
+        if cell_key(c.algo, c.dataset, c.seed, args.total_steps, c.flags) in done_keys(results):
+            continue  # another grid sharing the results file recorded it meanwhile
+        append_record(results, {**rec, "copied_from": where})
+        print(f"copied {c}: score {rec['final_score']:.1f} (from {where})", flush=True)
     if not cells:
         return
     progress = Progress(results, len(cells))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -177,6 +178,38 @@ def test_two_grids_sharing_a_results_file_never_train_a_cell_twice(tmp_path, mon
     run_grid.run_local([cell, cell._replace(seed=1)], args, progress)
     assert ran == [0]
     assert [c.seed for c in progress.skipped] == [1] and [c.seed for c in progress.failed] == [0]
+
+
+def test_reuse_copies_cells_another_results_file_holds_and_trains_the_rest(tmp_path, monkeypatch, capsys):
+    """--reuse: a cell recorded by an earlier grid (same key) is copied with its provenance, not trained; a cell
+    with other flags or another seed is trained; a cell already in --results is left as it is."""
+    def rec(seed, flags=(), score=1.0):
+        return {"algo": "bc", "dataset": "test/hopper/tiny-v0", "seed": seed, "total_steps": 100,
+                "flags": list(flags), "final_score": score, "evals": []}
+
+    results, earlier = tmp_path / "results.jsonl", tmp_path / "earlier.jsonl"
+    results.write_text(json.dumps(rec(0, score=5.0)) + "\n")
+    earlier.write_text("".join(json.dumps(r) + "\n" for r in
+                               [rec(0, score=9.0), rec(1, score=7.0), rec(2, ["--top-fraction=0.5"])]))
+    ran = []
+    monkeypatch.setattr(run_grid, "run_cell", lambda c, *a, **k: ran.append(c.seed) or {
+        "record": dict(rec(c.seed, score=3.0), updates_per_s=1.0, wall_time_s=1.0, host="here")})
+    args = run_grid.Args(algos=["bc"], datasets=["test/hopper/tiny-v0"], seeds=[0, 1, 2], total_steps=100,
+                         results=str(results), runs_dir=str(tmp_path / "runs"), reuse=[str(earlier)], dry_run=True)
+    run_grid.main(args)
+    assert "1 cells to run (1 already in" in capsys.readouterr().out and ran == []
+    assert len(results.read_text().splitlines()) == 1  # a dry run writes nothing
+
+    run_grid.main(dataclasses.replace(args, dry_run=False))
+    assert ran == [2]  # seed 2 was recorded with other flags: another cell
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["seed"], r["final_score"], r.get("copied_from")) for r in lines] == \
+        [(0, 5.0, None), (1, 7.0, f"{earlier} line 2"), (2, 3.0, None)]
+    assert {k: v for k, v in lines[1].items() if k != "copied_from"} == rec(1, score=7.0)  # copied as it was
+
+    for bad, message in ([str(tmp_path / "none.jsonl")], "no such results file"), ([str(results)], "itself"):
+        with pytest.raises(SystemExit, match=message):
+            run_grid.main(dataclasses.replace(args, reuse=bad))
 
 
 def test_build_speed_times_a_build_in_a_private_root(tmp_path):
