@@ -191,11 +191,14 @@ def test_reuse_copies_cells_another_results_file_holds_and_trains_the_rest(tmp_p
     results.write_text(json.dumps(rec(0, score=5.0)) + "\n")
     earlier.write_text("".join(json.dumps(r) + "\n" for r in
                                [rec(0, score=9.0), rec(1, score=7.0), rec(2, ["--top-fraction=0.5"])]))
+    later = tmp_path / "later.jsonl"  # named second: the first file named wins a cell both hold
+    later.write_text(json.dumps(rec(1, score=8.0)) + "\n")
     ran = []
     monkeypatch.setattr(run_grid, "run_cell", lambda c, *a, **k: ran.append(c.seed) or {
         "record": dict(rec(c.seed, score=3.0), updates_per_s=1.0, wall_time_s=1.0, host="here")})
     args = run_grid.Args(algos=["bc"], datasets=["test/hopper/tiny-v0"], seeds=[0, 1, 2], total_steps=100,
-                         results=str(results), runs_dir=str(tmp_path / "runs"), reuse=[str(earlier)], dry_run=True)
+                         results=str(results), runs_dir=str(tmp_path / "runs"), reuse=[str(earlier), str(later)],
+                         dry_run=True)
     run_grid.main(args)
     assert "1 cells to run (1 already in" in capsys.readouterr().out and ran == []
     assert len(results.read_text().splitlines()) == 1  # a dry run writes nothing
