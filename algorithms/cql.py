@@ -24,7 +24,8 @@ Implementation details (all from the authors' code unless marked "deviation"):
     Q step, the critics use actions sampled from the policy before its step), then Polyak averaging of
     both target critics (tau = 0.005) every update.
  2. Deterministic backup: the target has no entropy term (`--backup-entropy` adds -alpha log pi(a'|s')).
-    The target uses the min of the two target critics at one action a' ~ pi(.|s').
+    The target uses the min of the two target critics at one action a' ~ pi(.|s'). (`--target-action mean`
+    takes a' = tanh of the policy's mean instead, as d3rlpy's CQL does in its deterministic backup.)
  3. Importance-sampled log-sum-exp: each sampled Q is divided by its proposal density (uniform 0.5^|A|,
     or pi's density, both without gradient); the constant log(3N) normalizer is omitted. Samples are drawn
     without gradient: the conservative term trains only the critics.
@@ -42,7 +43,7 @@ Implementation details (all from the authors' code unless marked "deviation"):
  7. Networks: 3x256 ReLU MLPs for the twin Q and the policy, rlkit init: hidden layers W ~ U(+-1/sqrt(d)),
     b = 0.1, where rlkit's `fanin_init` reads d = size[0] of PyTorch's [out, in] weight, i.e. the layer's
     OUTPUT width (copied as is); Q's output layer W, b ~ U(+-3e-3); the policy's mean and log-std layers
-    W, b ~ U(+-1e-3).
+    W, b ~ U(+-1e-3). (`--init torch` keeps nn.Linear's default init everywhere, as d3rlpy's CQL does.)
  8. The twin Q-functions are one batched ensemble module (weights [2, in, out]); the official code's two
     Adam optimizers are one Adam over both (identical: Adam is elementwise and each loss touches one critic).
     All 3N sampled actions and the dataset action go through both critics in one batched forward.
@@ -76,6 +77,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -123,6 +125,10 @@ class Args:
     """Initial updates that train the policy by behaviour cloning (official `policy_eval_start`)."""
     backup_entropy: bool = False
     """Subtract alpha * log pi(a'|s') in the Bellman target (off: the official deterministic backup)."""
+    target_action: Literal["sample", "mean"] = "sample"
+    """Action a' of the Bellman target: a sample of pi(.|s') (the official code) or tanh of its mean (d3rlpy's)."""
+    init: Literal["rlkit", "torch"] = "rlkit"
+    """Weight init: rlkit's (the official code; details below) or torch (nn.Linear's default, as d3rlpy's CQL)."""
     target_entropy: float | None = None
     """Target entropy of the automatic temperature tuning (default -|A|)."""
     reward_scale: bool = False
@@ -162,6 +168,10 @@ def check_args(args: Args) -> None:
     require(args.target_entropy is None or math.isfinite(args.target_entropy), "target_entropy",
             "must be a finite number", args.target_entropy)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
+    require(args.target_action in ("sample", "mean"), "target_action", "must be 'sample' or 'mean'", args.target_action)
+    require(not (args.backup_entropy and args.target_action == "mean"), "target_action",
+            "must be 'sample' with --backup-entropy (its term needs log pi of a sampled a')", args.target_action)
+    require(args.init in ("rlkit", "torch"), "init", "must be 'rlkit' or 'torch'", args.init)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,8 +181,11 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 MEAN_MIN, MEAN_MAX = -9.0, 9.0  # rlkit clips the pre-tanh mean in the log-probability of dataset actions
 
 
-def rlkit_init(layer: nn.Linear, last_bound: float | None = None) -> nn.Linear:
-    """Hidden: W ~ U(+-1/sqrt(out_features)) (rlkit's fanin_init on [out, in]), b = 0.1; last: W, b ~ U(+-bound)."""
+def rlkit_init(layer: nn.Linear, last_bound: float | None = None, rlkit: bool = True) -> nn.Linear:
+    """Hidden: W ~ U(+-1/sqrt(out_features)) (rlkit's fanin_init on [out, in]), b = 0.1; last: W, b ~ U(+-bound).
+    With rlkit=False the layer keeps nn.Linear's default init (--init torch)."""
+    if not rlkit:
+        return layer
     bound = 1.0 / math.sqrt(layer.out_features) if last_bound is None else last_bound
     nn.init.uniform_(layer.weight, -bound, bound)
     if last_bound is None:
@@ -185,12 +198,12 @@ def rlkit_init(layer: nn.Linear, last_bound: float | None = None) -> nn.Linear:
 class EnsembleLinear(nn.Module):
     """`n` independent linear layers applied as one batched matmul: [n, B, in] -> [n, B, out]."""
 
-    def __init__(self, n: int, in_dim: int, out_dim: int, last_bound: float | None = None):
+    def __init__(self, n: int, in_dim: int, out_dim: int, last_bound: float | None = None, rlkit: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
         self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
-        for i in range(n):  # each member initialized as rlkit initializes a separate nn.Linear
-            layer = rlkit_init(nn.Linear(in_dim, out_dim), last_bound)
+        for i in range(n):  # each member initialized as rlkit (or PyTorch) initializes a separate nn.Linear
+            layer = rlkit_init(nn.Linear(in_dim, out_dim), last_bound, rlkit)
             self.weight.data[i] = layer.weight.data.T
             self.bias.data[i, 0] = layer.bias.data
 
@@ -201,13 +214,13 @@ class EnsembleLinear(nn.Module):
 class EnsembleQ(nn.Module):
     """Q_1..Q_n(s, a) as one module; returns [n, B]."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2, rlkit: bool = True):
         super().__init__()
         self.n = n
-        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden), nn.ReLU(),
-                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(),
-                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(),
-                                 EnsembleLinear(n, hidden, 1, last_bound=3e-3))
+        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden, rlkit=rlkit), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, hidden, rlkit=rlkit), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, hidden, rlkit=rlkit), nn.ReLU(),
+                                 EnsembleLinear(n, hidden, 1, last_bound=3e-3, rlkit=rlkit))
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.n, -1, -1)
@@ -217,13 +230,13 @@ class EnsembleQ(nn.Module):
 class TanhGaussianPolicy(nn.Module):
     """tanh(z), z ~ N(mu(s), exp(log_std(s))^2): rlkit's TanhGaussianPolicy (3x256, log-std in [-5, 2])."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, rlkit: bool = True):
         super().__init__()
-        self.trunk = nn.Sequential(rlkit_init(nn.Linear(obs_dim, hidden)), nn.ReLU(),
-                                   rlkit_init(nn.Linear(hidden, hidden)), nn.ReLU(),
-                                   rlkit_init(nn.Linear(hidden, hidden)), nn.ReLU())
-        self.mean = rlkit_init(nn.Linear(hidden, act_dim), last_bound=1e-3)
-        self.log_std = rlkit_init(nn.Linear(hidden, act_dim), last_bound=1e-3)
+        self.trunk = nn.Sequential(rlkit_init(nn.Linear(obs_dim, hidden), rlkit=rlkit), nn.ReLU(),
+                                   rlkit_init(nn.Linear(hidden, hidden), rlkit=rlkit), nn.ReLU(),
+                                   rlkit_init(nn.Linear(hidden, hidden), rlkit=rlkit), nn.ReLU())
+        self.mean = rlkit_init(nn.Linear(hidden, act_dim), last_bound=1e-3, rlkit=rlkit)
+        self.log_std = rlkit_init(nn.Linear(hidden, act_dim), last_bound=1e-3, rlkit=rlkit)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(obs)
@@ -322,11 +335,12 @@ def train(args: Args) -> dict:
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
     lagrange = args.lagrange_threshold >= 0
 
-    q = EnsembleQ(obs_dim, act_dim, args.hidden_dim).to(device)
-    q_target = EnsembleQ(obs_dim, act_dim, args.hidden_dim).to(device)
+    rlkit = args.init == "rlkit"
+    q = EnsembleQ(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit).to(device)
+    q_target = EnsembleQ(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit).to(device)
     q_target.load_state_dict(q.state_dict())
     q_target.requires_grad_(False)
-    policy = TanhGaussianPolicy(obs_dim, act_dim, args.hidden_dim).to(device)
+    policy = TanhGaussianPolicy(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit).to(device)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     log_alpha_prime = torch.zeros(1, device=device, requires_grad=True)  # used only with Lagrange
     q_opt = make_optimizer(q.parameters(), args.critic_lr)
@@ -360,6 +374,8 @@ def train(args: Args) -> dict:
         new_act, new_logp = sample_actions(mean[:B], log_std[:B])  # a~ ~ pi(.|s), with gradient (actor)
         with torch.no_grad():
             next_act, next_logp = sample_actions(mean[B:], log_std[B:])  # a' ~ pi(.|s') for the backup
+            if args.target_action == "mean":  # d3rlpy's deterministic backup: a' = tanh(mean), not a sample
+                next_act = torch.tanh(mean[B:])
             cql_act, cql_logp = sample_actions(mean, log_std, n_act)  # [N, 2B, A]: N per state of s and s'
 
         a_loss = alpha_loss(log_alpha, new_logp, target_entropy)

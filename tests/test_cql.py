@@ -186,6 +186,21 @@ def test_rlkit_init():
     assert not torch.equal(layers[0].weight[0], layers[0].weight[1])  # members are initialized independently
 
 
+def test_torch_init_is_nn_linear_default():
+    torch.manual_seed(0)
+    policy = cql.TanhGaussianPolicy(obs_dim=5, act_dim=2, hidden=16, rlkit=False)
+    q = cql.EnsembleQ(obs_dim=5, act_dim=2, hidden=16, rlkit=False)
+    modules = [*policy.trunk, policy.mean, policy.log_std]
+    layers = [(m.weight, m.bias) for m in modules if isinstance(m, torch.nn.Linear)]
+    layers += [(m.weight[i].T, m.bias[i, 0]) for m in q.net if isinstance(m, cql.EnsembleLinear) for i in range(2)]
+    assert len(layers) == 5 + 8
+    for weight, bias in layers:
+        bound = 1 / math.sqrt(weight.shape[1])  # nn.Linear: U(+-1/sqrt(fan_in)) for weight and bias
+        assert weight.abs().max() <= bound and bias.abs().max() <= bound
+        assert weight.abs().max() > 0.8 * bound  # not rlkit's +-1e-3 / +-3e-3 output layers
+        assert not torch.all(bias == 0.1)  # not rlkit's constant hidden bias
+
+
 # ----------------------------------------------------------------------------------------------
 # Smoke: a few hundred updates end to end, in-process, and an exact resume
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +254,22 @@ def test_lagrange_and_entropy_backup_smoke(tiny_hopper, tmp_path):
     assert losses[-1]["alpha_prime"] > 1.0
 
 
+def test_target_action_mean_changes_only_the_critics_backup(tiny_hopper, tmp_path):
+    # during behaviour cloning the policy never reads Q, so with the same seed both runs' policies stay
+    # identical, while the critics, backed up through a' = tanh(mean) instead of a sample, differ
+    tiny = TINY | dict(total_steps=50, bc_steps=50, eval_every=50, log_every=50, checkpoint_every=50)
+    runs = {}
+    for target_action in ("sample", "mean"):
+        args = cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / target_action), target_action=target_action,
+                        **tiny)
+        cql.train(args)
+        (run_dir,) = (tmp_path / target_action).iterdir()
+        runs[target_action] = load_checkpoint(run_dir / "checkpoint.pt")
+    sample, mean = runs["sample"], runs["mean"]
+    assert all(torch.equal(sample["policy"][k], mean["policy"][k]) for k in sample["policy"])
+    assert not all(torch.equal(sample["q"][k], mean["q"][k]) for k in sample["q"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------
@@ -247,9 +278,18 @@ def test_lagrange_and_entropy_backup_smoke(tiny_hopper, tmp_path):
     ("temp", -1.0, "--temp"), ("bc_steps", -1, "--bc-steps"), ("lagrange_threshold", math.nan, "--lagrange-threshold"),
     ("target_entropy", math.inf, "--target-entropy"), ("hidden_dim", 0, "--hidden-dim"),
     ("actor_lr", 0.0, "--actor-lr"), ("tau", 0.0, "--tau"), ("batch_size", -1, "--batch-size"),
+    ("init", "xavier", "--init"), ("target_action", "max", "--target-action"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
     check_bad_flag(cql, field, value, flag, tmp_path)
+
+
+def test_mean_target_action_refuses_the_entropy_backup(tmp_path):
+    args = cql.Args(dataset="test/none-v0", runs_dir=str(tmp_path), progress=False, target_action="mean",
+                    backup_entropy=True)
+    with pytest.raises(cql.ArgumentError, match="^--target-action must be 'sample' with --backup-entropy"):
+        cql.train(args)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_flags_parse():
@@ -257,3 +297,6 @@ def test_flags_parse():
                                     "--num-actions", "4", "--target-entropy", "-2"])
     assert (args.cql_alpha, args.lagrange_threshold, args.backup_entropy, args.num_actions) == (10.0, 5.0, True, 4)
     assert args.target_entropy == -2.0 and cql.Args().target_entropy is None and cql.Args().lagrange_threshold < 0
+    args = tyro.cli(cql.Args, args=["--init", "torch", "--target-action", "mean"])
+    assert (args.init, args.target_action) == ("torch", "mean")
+    assert (cql.Args().init, cql.Args().target_action) == ("rlkit", "sample")
