@@ -257,6 +257,13 @@ def sample_actions(mean: torch.Tensor, log_std: torch.Tensor, n: int | None = No
     return act, log_prob.sum(-1)
 
 
+def backup_action(mean: torch.Tensor, log_std: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """a' at s' for the Bellman target and log pi of the sample: a' ~ pi(.|s') (official), or with how="mean"
+    a' = tanh(mean) (d3rlpy's deterministic backup; the sample is still drawn, so the random stream is the same)."""
+    act, log_prob = sample_actions(mean, log_std)
+    return (torch.tanh(mean) if how == "mean" else act), log_prob
+
+
 def log_prob_of(mean: torch.Tensor, log_std: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """log pi(a|s) of given actions in (-1, 1): clipped to +-(1 - 1e-6) before atanh, mean clipped to [-9, 9]."""
     act = act.clamp(-1 + 1e-6, 1 - 1e-6)
@@ -373,9 +380,7 @@ def train(args: Args) -> dict:
         mean, log_std = policy(torch.cat([obs, next_obs]))
         new_act, new_logp = sample_actions(mean[:B], log_std[:B])  # a~ ~ pi(.|s), with gradient (actor)
         with torch.no_grad():
-            next_act, next_logp = sample_actions(mean[B:], log_std[B:])  # a' ~ pi(.|s') for the backup
-            if args.target_action == "mean":  # d3rlpy's deterministic backup: a' = tanh(mean), not a sample
-                next_act = torch.tanh(mean[B:])
+            next_act, next_logp = backup_action(mean[B:], log_std[B:], args.target_action)  # a' for the backup
             cql_act, cql_logp = sample_actions(mean, log_std, n_act)  # [N, 2B, A]: N per state of s and s'
 
         a_loss = alpha_loss(log_alpha, new_logp, target_entropy)

@@ -158,6 +158,18 @@ def test_log_prob_of_dataset_actions_at_the_bounds_is_finite():
     torch.testing.assert_close(big, cql.log_prob_of(torch.full((1, 1), 9.0), log_std[:1], torch.zeros(1, 1)))
 
 
+def test_backup_action_is_a_sample_or_the_tanh_mean():
+    mean, log_std = torch.tensor([[0.5, -2.0], [0.0, 1.0]]), torch.full((2, 2), -1.0)
+    torch.manual_seed(0)
+    sampled, logp = cql.sample_actions(mean, log_std)
+    torch.manual_seed(0)
+    act, logp_sample = cql.backup_action(mean, log_std, "sample")
+    assert torch.equal(act, sampled) and torch.equal(logp_sample, logp)
+    torch.manual_seed(0)
+    act, logp_mean = cql.backup_action(mean, log_std, "mean")
+    assert torch.equal(act, torch.tanh(mean)) and torch.equal(logp_mean, logp)  # same draws either way
+
+
 def test_policy_clamps_log_std_and_acts_with_tanh_mean():
     torch.manual_seed(0)
     policy = cql.TanhGaussianPolicy(obs_dim=4, act_dim=2, hidden=8)
