@@ -315,8 +315,14 @@ def report_markdown(res: Results, plots: dict[str, Path], base: Path, command: s
            for v in res.variants}
     commits = list(dict.fromkeys(str(r["git_commit"])[:7] for r in res.records if r.get("git_commit")))
     threads = counts([r.get("threads", 1) for r in res.records])
+    # records from before the grid sampled the host's load have none
+    loads = [r["load_avg"] / r["cpu_count"] for r in res.records
+             if r.get("load_avg") is not None and r.get("cpu_count")]
+    load = "" if not loads else (f"; the host's mean load per core while they trained, over the {len(loads)} of "
+                                 f"{len(res.records)} runs that recorded it: {min(loads):.2f} to {max(loads):.2f}, "
+                                 "above 1 meaning they shared the cores with other work")
     lines += ["", f"Updates/s during these runs (evaluation included, {threads} torch "
-              f"thread{'' if threads == '1' else 's'} per run): "
+              f"thread{'' if threads == '1' else 's'} per run{load}): "
               + ", ".join(f"{a} {u:.0f}" for a, u in ups.items() if np.isfinite(u)) + ".",
               f"Runs at git commit {', '.join(commits) or 'unknown'}; each run's command is in its record's "
               "`command` field.",

@@ -11,19 +11,20 @@
 
 Each cell runs `python algorithms/<algo>.py --dataset D --seed S --total-steps T ...` in its own run folder
 under `--runs-dir`. When a cell finishes, one JSON line (the cell's key, the full config, the git commit the
-cell started from, the command, the host, wall time, updates/s, the dataset's reference scores and every
-evaluation) is added to the results file, by this process, as each cell finishes. Cells already in the results
-file are skipped, and a cell whose run folder holds a checkpoint is resumed (cells checkpoint every
-`--checkpoint-every` updates), so an interrupted grid continues where it stopped. A cell whose run finished
-in the runs folder (another grid's, say) is recorded from its result.json as it is, without running the
-script again, so its record keeps the commit it was trained at (`reused_from` names the file). Several grids may share a
-results file and a runs folder on one machine (a second one started later to use a freed core, say): each
-cell's folder is locked while it runs and the results file is read again before a cell starts, so no cell is
-trained twice. A failed cell is reported with the tail of its log; the other cells go on, and the exit status
-is 1 if any failed. Adding an algorithm to a grid is adding its script name to `--algos`;
-`--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all). `--reuse OTHER.jsonl` copies
-cells another grid already recorded (same algorithm, dataset, seed, updates and flags) instead of training them
-again, for a grid that shares cells with an earlier one after that one's run folders are gone.
+cell started from, the command, the host, wall time, updates/s, the host's mean load average while the cell ran,
+the dataset's reference scores and every evaluation) is added to the results file, by this process, as each cell
+finishes. Cells already in the results file are skipped, and a cell whose run folder holds a checkpoint is
+resumed (cells checkpoint every `--checkpoint-every` updates), so an interrupted grid continues where it
+stopped. A cell whose run finished in the runs folder (another grid's, say) is recorded from its result.json as
+it is, without running the script again, so its record keeps the commit it was trained at (`reused_from` names
+the file). Several grids may share a results file and a runs folder on one machine (a second one started later
+to use a freed core, say): each cell's folder is locked while it runs and the results file is read again before
+a cell starts, so no cell is trained twice. A failed cell is reported with the tail of its log; the other cells
+go on, and the exit status is 1 if any failed. Adding an algorithm to a grid is adding its script name to
+`--algos`; `--extra 'algo:--flag=value'` overrides a flag for one algorithm ('*:' for all). `--reuse
+OTHER.jsonl` copies cells another grid already recorded (same algorithm, dataset, seed, updates and flags)
+instead of training them again, for a grid that shares cells with an earlier one after that one's run folders
+are gone.
 
 Peer libraries' algorithms are cells too (benchmarks/peers/): `--algos d3rlpy_bc d3rlpy_td3_bc d3rlpy_iql
 d3rlpy_cql` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in d3rlpy's own virtual
@@ -66,6 +67,7 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LOG_TAIL_LINES = 15
+LOAD_SAMPLE_S = 60.0  # how often a running cell samples the host's load average (see run_and_sample_load)
 
 
 @dataclasses.dataclass
@@ -158,18 +160,22 @@ def append_record(results: Path, rec: dict) -> None:
 
 
 def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_time_s: float,
-                 ref_min_score: float | None, ref_max_score: float | None, resumed: bool = False) -> dict:
+                 ref_min_score: float | None, ref_max_score: float | None, resumed: bool = False,
+                 load_avg: float | None = None) -> dict:
     """The results-file line of a finished cell (the same for local and Ray runs): the cell, the command
     that reproduces it, where and how long it ran, the references its scores used, and its result.json.
     `resumed`: the run continued from a checkpoint of an interrupted one, so wall_time_s (and the script's
-    updates_per_s) covers only that last part."""
+    updates_per_s) covers only that last part. `load_avg`: the host's mean 1-minute load average while it ran
+    (see run_and_sample_load); with `cpu_count` it tells whether the cell had the machine to itself, which its
+    updates_per_s depends on."""
     from benchmarks.peers import display_command
 
     command = [*display_command(cell.algo), "--dataset", cell.dataset, "--seed", str(cell.seed),
                "--total-steps", str(total_steps), *cell.flags]
     return {"algo": cell.algo, "dataset": cell.dataset, "seed": cell.seed, "total_steps": total_steps,
             "flags": list(cell.flags), "command": shlex.join(command), "wall_time_s": wall_time_s, "resumed": resumed,
-            "threads": threads, "host": socket.gethostname(), "ref_min_score": ref_min_score,
+            "threads": threads, "host": socket.gethostname(), "cpu_count": os.cpu_count(), "load_avg": load_avg,
+            "ref_min_score": ref_min_score,
             "ref_max_score": ref_max_score, **{k: v for k, v in result.items() if k not in ("algo", "dataset", "seed")}}
 
 
@@ -183,6 +189,27 @@ def finished_result(checkpoint: Path, total_steps: int) -> Path | None:
     except (OSError, ValueError):
         return None
     return result if done else None
+
+
+def run_and_sample_load(cmd: list[str], cwd: Path, env: dict, out, every: float = LOAD_SAMPLE_S) -> tuple[int, float]:
+    """Run `cmd` to its end and return (exit code, mean 1-minute load average of the host sampled every `every`
+    seconds and once at the end). Other processes slow a cell down: a mean load well above its torch threads,
+    or above the cores, means it shared the machine, and its updates/s is not what it does alone."""
+    loads = []
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                loads.append(os.getloadavg()[0])
+    except BaseException:  # stop the run with the grid (it resumes from its last checkpoint)
+        proc.kill()
+        proc.wait()
+        raise
+    loads.append(os.getloadavg()[0])
+    return code, sum(loads) / len(loads)
 
 
 def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -264,6 +291,7 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
     checkpoints = sorted(cell_dir.glob("*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
     log = cell_dir / "log.txt"
     finished = finished_result(checkpoints[-1], total_steps) if checkpoints else None
+    load_avg = None
     if finished is not None:
         # Reused as it is (another grid finished it): running the script again would train nothing and only
         # rewrite its result.json with today's commit, losing the commit the run was trained at.
@@ -276,10 +304,10 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
         with open(log, "a") as f:
             f.write(f"$ {shlex.join(cmd)}  # on {host}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             f.flush()
-            proc = subprocess.run(cmd, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT)
+            returncode, load_avg = run_and_sample_load(cmd, repo, env, f)
         wall_time_s = time.time() - t0
-        if proc.returncode != 0:
-            return {"error": f"exit {proc.returncode}, log {log} on {host}", "log_tail": log_tail(log)}
+        if returncode != 0:
+            return {"error": f"exit {returncode}, log {log} on {host}", "log_tail": log_tail(log)}
         results = sorted(cell_dir.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
         if not results:
             return {"error": f"finished but wrote no result.json under {cell_dir} on {host}",
@@ -309,7 +337,8 @@ def _run_cell_locked(cell: Cell, total_steps: int, threads: int, cell_dir: Path,
     if started_at is not None and (finished is None or not result.get("git_commit")):
         result["git_commit"] = started_at
     return {"record": build_record(cell, total_steps, threads, result, wall_time_s,
-                                   data.ref_min_score, data.ref_max_score, resumed=bool(checkpoints))}
+                                   data.ref_min_score, data.ref_max_score, resumed=bool(checkpoints),
+                                   load_avg=load_avg)}
 
 
 class Progress:

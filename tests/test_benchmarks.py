@@ -80,10 +80,12 @@ def test_a_cell_continued_from_a_checkpoint_is_marked_resumed(tiny_hopper, tmp_p
     cell = run_grid.Cell("bc", tiny_hopper, 0, ["--eval-every=50", "--eval-episodes=2", "--log-every=50"])
     first = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
     assert first["record"]["resumed"] is False
+    assert first["record"]["load_avg"] >= 0 and first["record"]["cpu_count"] == os.cpu_count()
     (result,) = (tmp_path / "runs").glob("*/*/result.json")
     written = result.read_text()
     again = run_grid.run_cell(cell, 100, 1, str(tmp_path / "runs"), str(ROOT), checkpoint_every=50)
     assert again["record"]["resumed"] is True and again["record"]["reused_from"] == str(result)
+    assert again["record"]["load_avg"] is None  # nothing ran
     # finished: reused as it is, the script not run again, so the record keeps the commit and rate it trained with
     assert result.read_text() == written and (tmp_path / "runs").joinpath(result.parts[-3], "log.txt").read_text() \
         .count("$ ") == 1
@@ -99,6 +101,17 @@ def test_a_cell_continued_from_a_checkpoint_is_marked_resumed(tiny_hopper, tmp_p
     assert "updates_per_s_from" in third["record"] and "updates_per_s_from" not in first["record"]
     # continued in the first run's folder, not trained again in a new one
     assert len(list((tmp_path / "runs").glob("*/*/checkpoint.pt"))) == 1
+
+
+def test_a_cell_samples_the_host_load_while_it_runs(tmp_path, monkeypatch):
+    # sampled every `every` seconds and once at the end; the mean of those samples, and the run's exit code
+    samples = iter(range(1, 1000))
+    monkeypatch.setattr(run_grid.os, "getloadavg", lambda: (float(next(samples)), 0.0, 0.0))
+    with open(tmp_path / "log.txt", "w") as out:
+        code, load = run_grid.run_and_sample_load([sys.executable, "-c", "import time, sys; time.sleep(0.5); "
+                                                   "sys.exit(3)"], tmp_path, dict(os.environ), out, every=0.05)
+    taken = next(samples) - 1
+    assert code == 3 and taken >= 3 and load == pytest.approx(sum(range(1, taken + 1)) / taken)
 
 
 def test_a_cell_stopped_after_its_last_checkpoint_runs_again(tiny_hopper, tmp_path):

@@ -231,6 +231,15 @@ def test_updates_per_s_line_skips_records_without_a_rate(tmp_path):
     assert "evaluation included, 1 torch thread per run): bc 60." in text and "iql" not in text.split("Updates/s")[1]
 
 
+def test_updates_per_s_line_gives_the_host_load_the_runs_recorded(tmp_path):
+    # a cell that shared the cores runs slower: the report says so from the records' load, per core
+    text = report(tmp_path, [record("bc", "A", 0, 1.0, load_avg=3.0, cpu_count=2),
+                             record("bc", "A", 1, 2.0, load_avg=1.0, cpu_count=2),
+                             record("bc", "A", 2, 2.0)])  # an older record, from before the grid sampled the load
+    assert "over the 2 of 3 runs that recorded it: 0.50 to 1.50, above 1 meaning" in text.split("Updates/s")[1]
+    assert "load" not in report(tmp_path, [record("bc", "A", 0, 1.0)]).split("Updates/s")[1]
+
+
 def test_late_score_averages_the_last_fifth_of_training(tmp_path):
     from benchmarks.report import late_score
 
