@@ -22,7 +22,9 @@ Implementation details (all from the authors' code unless marked "deviation"):
  1. One update: the entropy temperature alpha first, then the actor and the critics, each against the
     networks as they were at the start of the update (the actor's loss uses the Q before this update's
     Q step, the critics use actions sampled from the policy before its step), then Polyak averaging of
-    both target critics (tau = 0.005) every update.
+    both target critics (tau = 0.005) every update. (`--update-order critic-first` steps the critics first
+    and then the temperature and the actor, whose loss reads the updated critics, as d3rlpy's CQL does; the
+    critics' samples still come from the policy before its step.)
  2. Deterministic backup: the target has no entropy term (`--backup-entropy` adds -alpha log pi(a'|s')).
     The target uses the min of the two target critics at one action a' ~ pi(.|s'). (`--target-action mean`
     takes a' = tanh of the policy's mean instead, as d3rlpy's CQL does in its deterministic backup.)
@@ -32,11 +34,11 @@ Implementation details (all from the authors' code unless marked "deviation"):
  4. No reward scaling and no observation normalization (`--reward-scale` optionally applies IQL's
     1000 / (return range) scale, off by default). Actions live in [-1, 1], which the uniform proposal
     assumes (`common` maps other Box bounds to [-1, 1] and back; MuJoCo's are already +-1).
- 5. Policy: tanh-squashed Gaussian, state-dependent log-std clamped to [-5, 2]; log-probabilities use
-    log N(z) - log(1 - tanh(z)^2 + 1e-6). For the log-probability of a dataset action, the action is
-    clipped to +-(1 - 1e-6) before atanh and the pre-tanh mean to [-9, 9] (rlkit's `log_prob`; deviation:
-    the Jacobian term also uses the clipped action, which changes nothing unless |a| > 1 - 1e-6).
-    Evaluation uses tanh(mean).
+ 5. Policy: tanh-squashed Gaussian, state-dependent log-std clamped to [-5, 2] (`--log-std-min -20`: d3rlpy's
+    floor); log-probabilities use log N(z) - log(1 - tanh(z)^2 + 1e-6). For the log-probability of a dataset
+    action, the action is clipped to +-(1 - 1e-6) before atanh and the pre-tanh mean to [-9, 9] (rlkit's
+    `log_prob`; deviation: the Jacobian term also uses the clipped action, which changes nothing unless
+    |a| > 1 - 1e-6). Evaluation uses tanh(mean).
  6. The first `bc_steps` = 40,000 updates train the policy by behaviour cloning (with the entropy bonus);
     the critics train with the full CQL loss from the start. Entropy tuning: target -|A|, log alpha
     initialized at 0, learning rate = actor lr.
@@ -129,6 +131,11 @@ class Args:
     """Action a' of the Bellman target: a sample of pi(.|s') (the official code) or tanh of its mean (d3rlpy's)."""
     init: Literal["rlkit", "torch"] = "rlkit"
     """Weight init: rlkit's (the official code; details below) or torch (nn.Linear's default, as d3rlpy's CQL)."""
+    update_order: Literal["authors", "critic-first"] = "authors"
+    """authors: temperature, actor and critics each from the networks as they were at the start of the update
+    (the official code); critic-first: the critics step first and the actor reads the updated critics (d3rlpy)."""
+    log_std_min: float = -5.0
+    """Floor of the policy's log-std (rlkit's -5; d3rlpy's is -20)."""
     target_entropy: float | None = None
     """Target entropy of the automatic temperature tuning (default -|A|)."""
     reward_scale: bool = False
@@ -172,6 +179,10 @@ def check_args(args: Args) -> None:
     require(not (args.backup_entropy and args.target_action == "mean"), "target_action",
             "must be 'sample' with --backup-entropy (its term needs log pi of a sampled a')", args.target_action)
     require(args.init in ("rlkit", "torch"), "init", "must be 'rlkit' or 'torch'", args.init)
+    require(args.update_order in ("authors", "critic-first"), "update_order", "must be 'authors' or 'critic-first'",
+            args.update_order)
+    require(math.isfinite(args.log_std_min) and args.log_std_min < LOG_STD_MAX, "log_std_min",
+            f"must be a number below the log-std ceiling {LOG_STD_MAX}", args.log_std_min)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,8 +241,9 @@ class EnsembleQ(nn.Module):
 class TanhGaussianPolicy(nn.Module):
     """tanh(z), z ~ N(mu(s), exp(log_std(s))^2): rlkit's TanhGaussianPolicy (3x256, log-std in [-5, 2])."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, rlkit: bool = True):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, rlkit: bool = True, log_std_min: float = LOG_STD_MIN):
         super().__init__()
+        self.log_std_min = log_std_min
         self.trunk = nn.Sequential(rlkit_init(nn.Linear(obs_dim, hidden), rlkit=rlkit), nn.ReLU(),
                                    rlkit_init(nn.Linear(hidden, hidden), rlkit=rlkit), nn.ReLU(),
                                    rlkit_init(nn.Linear(hidden, hidden), rlkit=rlkit), nn.ReLU())
@@ -240,7 +252,7 @@ class TanhGaussianPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(obs)
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.mean(h), self.log_std(h).clamp(self.log_std_min, LOG_STD_MAX)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -347,7 +359,7 @@ def train(args: Args) -> dict:
     q_target = EnsembleQ(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit).to(device)
     q_target.load_state_dict(q.state_dict())
     q_target.requires_grad_(False)
-    policy = TanhGaussianPolicy(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit).to(device)
+    policy = TanhGaussianPolicy(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit, log_std_min=args.log_std_min).to(device)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     log_alpha_prime = torch.zeros(1, device=device, requires_grad=True)  # used only with Lagrange
     q_opt = make_optimizer(q.parameters(), args.critic_lr)
@@ -383,49 +395,60 @@ def train(args: Args) -> dict:
             next_act, next_logp = backup_action(mean[B:], log_std[B:], args.target_action)  # a' for the backup
             cql_act, cql_logp = sample_actions(mean, log_std, n_act)  # [N, 2B, A]: N per state of s and s'
 
-        a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
-        alpha_opt.zero_grad(set_to_none=True)
-        a_loss.backward()
-        alpha_opt.step()
-        alpha = log_alpha.exp().detach()  # the freshly updated temperature, as in the official code
+        def actor_step():  # the temperature, then the policy (on the critics as they are now)
+            a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
+            alpha_opt.zero_grad(set_to_none=True)
+            a_loss.backward()
+            alpha_opt.step()
+            alpha = log_alpha.exp().detach()  # the freshly updated temperature, as in the official code
 
-        if bc:
-            pi_loss = bc_actor_loss(new_logp, log_prob_of(mean[:B], log_std[:B], act), alpha)
-        else:
-            pi_loss = sac_actor_loss(new_logp, q(obs, new_act).min(0).values, alpha)
-        pi_opt.zero_grad(set_to_none=True)
-        pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad below discards them
-        pi_opt.step()
+            if bc:
+                pi_loss = bc_actor_loss(new_logp, log_prob_of(mean[:B], log_std[:B], act), alpha)
+            else:
+                pi_loss = sac_actor_loss(new_logp, q(obs, new_act).min(0).values, alpha)
+            pi_opt.zero_grad(set_to_none=True)
+            pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad discards them
+            pi_opt.step()
+            return a_loss, pi_loss, alpha
 
-        with torch.no_grad():
-            next_q = q_target(next_obs, next_act).min(0).values
-            if args.backup_entropy:
-                next_q = next_q - alpha * next_logp
-            target = rew + args.gamma * (1.0 - done) * next_q
-        # Both critics at s on [dataset action, N uniform, N ~ pi(.|s'), N ~ pi(.|s)]: one batched forward.
-        rand_act = torch.rand(n_act, B, act_dim, device=obs.device) * 2 - 1
-        acts = torch.cat([act.unsqueeze(0), rand_act, cql_act[:, B:], cql_act[:, :B]])  # [1 + 3N, B, A]
-        q_all = q(obs.repeat(1 + 3 * n_act, 1), acts.reshape(-1, act_dim)).view(q.n, 1 + 3 * n_act, B)
-        q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n_act]
-        q_pi_next, q_pi = q_all[:, 1 + n_act:1 + 2 * n_act], q_all[:, 1 + 2 * n_act:]
-        td = td_loss(q_data, target)
-        gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim, args.temp)
+        def critic_step(alpha):  # the critics: TD to the target critics' backup plus the conservative term
+            with torch.no_grad():
+                next_q = q_target(next_obs, next_act).min(0).values
+                if args.backup_entropy:
+                    next_q = next_q - alpha * next_logp
+                target = rew + args.gamma * (1.0 - done) * next_q
+            # Both critics at s on [dataset action, N uniform, N ~ pi(.|s'), N ~ pi(.|s)]: one batched forward.
+            rand_act = torch.rand(n_act, B, act_dim, device=obs.device) * 2 - 1
+            acts = torch.cat([act.unsqueeze(0), rand_act, cql_act[:, B:], cql_act[:, :B]])  # [1 + 3N, B, A]
+            q_all = q(obs.repeat(1 + 3 * n_act, 1), acts.reshape(-1, act_dim)).view(q.n, 1 + 3 * n_act, B)
+            q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n_act]
+            q_pi_next, q_pi = q_all[:, 1 + n_act:1 + 2 * n_act], q_all[:, 1 + 2 * n_act:]
+            td = td_loss(q_data, target)
+            gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim, args.temp)
 
-        metrics = {}
-        if lagrange:
-            alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
-            cql = alpha_prime.detach() * (args.cql_alpha * gap - args.lagrange_threshold)
-            ap_loss = lagrange_loss(alpha_prime, gap, args.cql_alpha, args.lagrange_threshold)
-            alpha_prime_opt.zero_grad(set_to_none=True)
-            ap_loss.backward()
-            alpha_prime_opt.step()
-            metrics = {"loss/alpha_prime": ap_loss, "alpha_prime": alpha_prime.detach().squeeze()}
-        else:
-            cql = args.cql_alpha * gap
-        qf_loss = (td + cql).sum()
-        q_opt.zero_grad(set_to_none=True)
-        qf_loss.backward()
-        q_opt.step()
+            metrics = {}
+            if lagrange:
+                alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
+                cql = alpha_prime.detach() * (args.cql_alpha * gap - args.lagrange_threshold)
+                ap_loss = lagrange_loss(alpha_prime, gap, args.cql_alpha, args.lagrange_threshold)
+                alpha_prime_opt.zero_grad(set_to_none=True)
+                ap_loss.backward()
+                alpha_prime_opt.step()
+                metrics = {"loss/alpha_prime": ap_loss, "alpha_prime": alpha_prime.detach().squeeze()}
+            else:
+                cql = args.cql_alpha * gap
+            qf_loss = (td + cql).sum()
+            q_opt.zero_grad(set_to_none=True)
+            qf_loss.backward()
+            q_opt.step()
+            return metrics, td, cql, gap, q_data, q_rand
+
+        if args.update_order == "authors":
+            a_loss, pi_loss, alpha = actor_step()
+            metrics, td, cql, gap, q_data, q_rand = critic_step(alpha)
+        else:  # d3rlpy: the critics first (a soft backup reads the temperature before its step), then the actor
+            metrics, td, cql, gap, q_data, q_rand = critic_step(log_alpha.exp().detach())
+            a_loss, pi_loss, alpha = actor_step()
 
         with torch.no_grad():
             torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)

@@ -179,6 +179,8 @@ def test_policy_clamps_log_std_and_acts_with_tanh_mean():
     mean, log_std = policy(obs)
     torch.testing.assert_close(log_std, torch.tensor([2.0, -5.0]).expand(5, 2))
     torch.testing.assert_close(policy.act(obs), torch.tanh(mean))
+    policy.log_std_min = -20.0  # d3rlpy's floor (--log-std-min -20)
+    torch.testing.assert_close(policy(obs)[1], torch.tensor([2.0, -20.0]).expand(5, 2))
 
 
 def test_rlkit_init():
@@ -282,6 +284,21 @@ def test_target_action_mean_changes_only_the_critics_backup(tiny_hopper, tmp_pat
     assert not all(torch.equal(sample["q"][k], mean["q"][k]) for k in sample["q"])
 
 
+def test_critic_first_update_order_steps_the_actor_on_the_updated_critics(tiny_hopper, tmp_path):
+    # one update from the same seed: the critics' step reads nothing the actor's step changes, so the critics
+    # come out the same in either order; the actor's loss reads the critics before their step (authors) or
+    # after it (critic-first, d3rlpy's), so the policies differ
+    one = TINY | dict(total_steps=1, bc_steps=0, eval_every=1, log_every=1, checkpoint_every=1)
+    runs = {}
+    for order in ("authors", "critic-first"):
+        cql.train(cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / order), update_order=order, **one))
+        (run_dir,) = (tmp_path / order).iterdir()
+        runs[order] = load_checkpoint(run_dir / "checkpoint.pt")
+    authors, first = runs["authors"], runs["critic-first"]
+    assert all(torch.equal(authors["q"][k], first["q"][k]) for k in authors["q"])
+    assert not all(torch.equal(authors["policy"][k], first["policy"][k]) for k in authors["policy"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------
@@ -291,6 +308,8 @@ def test_target_action_mean_changes_only_the_critics_backup(tiny_hopper, tmp_pat
     ("target_entropy", math.inf, "--target-entropy"), ("hidden_dim", 0, "--hidden-dim"),
     ("actor_lr", 0.0, "--actor-lr"), ("tau", 0.0, "--tau"), ("batch_size", -1, "--batch-size"),
     ("init", "xavier", "--init"), ("target_action", "max", "--target-action"),
+    ("update_order", "actor-first", "--update-order"), ("log_std_min", 2.0, "--log-std-min"),
+    ("log_std_min", math.nan, "--log-std-min"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):
     check_bad_flag(cql, field, value, flag, tmp_path)
@@ -309,6 +328,9 @@ def test_flags_parse():
                                     "--num-actions", "4", "--target-entropy", "-2"])
     assert (args.cql_alpha, args.lagrange_threshold, args.backup_entropy, args.num_actions) == (10.0, 5.0, True, 4)
     assert args.target_entropy == -2.0 and cql.Args().target_entropy is None and cql.Args().lagrange_threshold < 0
-    args = tyro.cli(cql.Args, args=["--init", "torch", "--target-action", "mean"])
-    assert (args.init, args.target_action) == ("torch", "mean")
-    assert (cql.Args().init, cql.Args().target_action) == ("rlkit", "sample")
+    args = tyro.cli(cql.Args, args=["--init", "torch", "--target-action", "mean", "--update-order", "critic-first",
+                                    "--log-std-min", "-20"])
+    assert (args.init, args.target_action, args.update_order, args.log_std_min) == ("torch", "mean", "critic-first",
+                                                                                   -20.0)
+    assert (cql.Args().init, cql.Args().target_action, cql.Args().update_order) == ("rlkit", "sample", "authors")
+    assert cql.Args().log_std_min == cql.LOG_STD_MIN == -5.0
