@@ -363,13 +363,27 @@ def save_png(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
+CHAR_IN = 0.08  # width of a character of the plots' 10-point labels, in inches (a little more than DejaVu's mean)
+
+
+def legend_layout(labels: list[str], width_in: float) -> tuple[int, int]:
+    """(columns, rows) of a legend of `labels` across a figure `width_in` inches wide: up to 4 columns, as
+    many as fit when each is as wide as the longest entry (its line handle included), at least 1."""
+    entry_in = CHAR_IN * max(map(len, labels)) + 0.8
+    cols = max(1, min(4, len(labels), int(width_in // entry_in)))
+    return cols, math.ceil(len(labels) / cols)
+
+
 def plot_learning_curves(res: Results, path: Path, colors: dict[Variant, str]) -> None:
     """One panel per dataset: normalized score against updates, mean over seeds and the min–max band."""
     import matplotlib.pyplot as plt
 
     ncols = min(3, len(res.datasets))
     nrows = math.ceil(len(res.datasets) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.6), squeeze=False,
+    # a label as long as a variant's flags may need the full width for one legend column, and rows below
+    width = max(4.2 * ncols, CHAR_IN * max(len(res.labels[v]) for v in res.variants) + 1.0)
+    legend_cols, legend_rows = legend_layout([res.labels[v] for v in res.variants], width)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.2 * nrows + 0.3 + 0.25 * legend_rows), squeeze=False,
                              layout="constrained")
     for ax, d in zip(axes.flat, res.datasets):
         for v in res.variants:
@@ -387,7 +401,7 @@ def plot_learning_curves(res: Results, path: Path, colors: dict[Variant, str]) -
     for ax in axes.flat[len(res.datasets):]:
         ax.set_axis_off()
     legend = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}  # every variant
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(4, len(legend)), frameon=False)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=legend_cols, frameon=False)
     save_png(fig, path)
 
 
@@ -395,7 +409,9 @@ def plot_iqm(res: Results, path: Path, colors: dict[Variant, str], reps: int, se
     """One row per variant: the IQM of its final scores and the 95% stratified bootstrap interval."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(res.variants)), layout="constrained")
+    # room for the longest variant label on the left and a 4-inch axis beside it
+    width = max(6.4, CHAR_IN * max(len(res.labels[v]) for v in res.variants) + 4.5)
+    fig, ax = plt.subplots(figsize=(width, 1.2 + 0.45 * len(res.variants)), layout="constrained")
     for i, v in enumerate(res.variants):
         point, lo, hi = bootstrap_ci(final_scores_by_dataset(res, v), iqm, reps, seed)
         ax.errorbar(point, i, xerr=[[point - lo], [hi - point]], fmt="o", color=colors[v], capsize=4, linewidth=2)
@@ -411,7 +427,9 @@ def plot_performance_profile(res: Results, path: Path, colors: dict[Variant, str
     import matplotlib.pyplot as plt
 
     taus = tau_grid(res)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    width = max(6.4, CHAR_IN * max(len(res.labels[v]) for v in res.variants) + 1.0)
+    legend_cols, legend_rows = legend_layout([res.labels[v] for v in res.variants], width)
+    fig, ax = plt.subplots(figsize=(width, 3.6 + 0.25 * legend_rows), layout="constrained")
     for v in res.variants:
         groups = final_scores_by_dataset(res, v)
         ax.plot(taus, performance_profile(np.concatenate(groups), taus), color=colors[v], label=res.labels[v])
@@ -419,7 +437,7 @@ def plot_performance_profile(res: Results, path: Path, colors: dict[Variant, str
         ax.fill_between(taus, *np.percentile(boot, [2.5, 97.5], axis=0), color=colors[v], alpha=0.2, linewidth=0)
     ax.set(xlabel="normalized score τ", ylabel="fraction of runs with score > τ", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    fig.legend(loc="outside lower center", ncols=legend_cols, frameon=False)  # below: the curves fill the axes
     save_png(fig, path)
 
 

@@ -155,6 +155,34 @@ def test_several_files_with_plots_and_readme(tmp_path):
     assert {p: (plots / p).read_bytes() for p in pngs} == first_bytes
 
 
+def test_long_variant_labels_stay_inside_the_plots(tmp_path, monkeypatch):
+    # a variant's label carries its flags and can be longer than a figure is wide: every legend entry, tick
+    # label and axis label must still lie inside the saved image (they were cut off at the figure's edges)
+    from benchmarks import report as report_module
+
+    figures = {}
+    monkeypatch.setattr(report_module, "save_png", lambda fig, path: figures.__setitem__(path.name, fig))
+    long = ("--bc-steps=0", "--cql-alpha=10", "--init=torch", "--target-action=mean", "--update-order=critic-first")
+    records = [record("cql", d, s, 10.0 + s, flags=flags) for d in ("A", "B") for s in range(2)
+               for flags in ((), long, long[:2], long[:3])] + [record("bc", "A", 0, 5.0)]
+    main(Args(results=[write_jsonl(tmp_path / "r.jsonl", records)], out=str(tmp_path / "r.md"), bootstrap_reps=50))
+    assert sorted(figures) == ["iqm.png", "learning_curves.png", "performance_profile.png"]
+    for name, fig in figures.items():
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        texts = [t for legend in fig.legends for t in legend.get_texts()]
+        for ax in fig.axes:
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            for axis in (ax.xaxis, ax.yaxis):  # the tick labels drawn: those inside the axis' limits
+                lo, hi = sorted(axis.get_view_interval())
+                texts += [t for t, at in zip(axis.get_ticklabels(), axis.get_ticklocs()) if lo <= at <= hi]
+        assert any(" ".join(long) in t.get_text() for t in texts), name  # the long label is drawn somewhere
+        for t in texts:
+            if t.get_text() and t.get_visible():
+                box = t.get_window_extent(renderer)
+                assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y0 >= 0, (name, t.get_text())
+
+
 # --- bad input ---------------------------------------------------------------------------------------------
 
 
