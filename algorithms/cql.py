@@ -419,7 +419,7 @@ def train(args: Args) -> dict:
             pi_opt.zero_grad(set_to_none=True)
             pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad discards them
             pi_opt.step()
-            return a_loss, pi_loss, alpha
+            return alpha, {"loss/actor": pi_loss, "loss/alpha": a_loss, "alpha": alpha.squeeze()}
 
         def critic_step(alpha):  # the critics: TD to the target critics' backup plus the conservative term
             with torch.no_grad():
@@ -451,20 +451,19 @@ def train(args: Args) -> dict:
             q_opt.zero_grad(set_to_none=True)
             qf_loss.backward()
             q_opt.step()
-            return metrics, td, cql, gap, q_data, q_rand
+            return metrics | {"loss/q_td": td.sum(), "loss/cql": cql.sum(), "cql_gap": gap.mean(),
+                              "q_data": q_data.mean().detach(), "q_rand": q_rand.mean().detach()}
 
         if args.update_order == "authors":
-            a_loss, pi_loss, alpha = actor_step()
-            metrics, td, cql, gap, q_data, q_rand = critic_step(alpha)
+            alpha, actor_metrics = actor_step()
+            critic_metrics = critic_step(alpha)
         else:  # d3rlpy: the critics first (a soft backup reads the temperature before its step), then the actor
-            metrics, td, cql, gap, q_data, q_rand = critic_step(log_alpha.exp().detach())
-            a_loss, pi_loss, alpha = actor_step()
+            critic_metrics = critic_step(log_alpha.exp().detach())
+            _, actor_metrics = actor_step()
 
         with torch.no_grad():
             torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
-        return metrics | {"loss/q_td": td.sum(), "loss/cql": cql.sum(), "loss/actor": pi_loss, "loss/alpha": a_loss,
-                          "alpha": alpha.squeeze(), "cql_gap": gap.mean(), "q_data": q_data.mean().detach(),
-                          "q_rand": q_rand.mean().detach(), "entropy": -new_logp.mean().detach()}
+        return actor_metrics | critic_metrics | {"entropy": -new_logp.mean().detach()}
 
     def policy_fn(obs: np.ndarray) -> np.ndarray:
         return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
