@@ -299,6 +299,29 @@ def test_critic_first_update_order_steps_the_actor_on_the_updated_critics(tiny_h
     assert not all(torch.equal(authors["policy"][k], first["policy"][k]) for k in authors["policy"])
 
 
+def test_init_and_log_std_flags_reach_the_networks(tiny_hopper, tmp_path, monkeypatch):
+    # the unit tests above build the networks by hand; here train() must build them from --init and --log-std-min
+    built = {}
+
+    def recording(cls):
+        class Recorded(cls):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                hidden_biases = [m.bias.detach().clone() for m in self.modules()
+                                 if isinstance(m, (torch.nn.Linear, cql.EnsembleLinear))][:3]  # as initialized
+                built.setdefault(cls.__name__, []).append((self, hidden_biases))
+        return Recorded
+
+    monkeypatch.setattr(cql, "TanhGaussianPolicy", recording(cql.TanhGaussianPolicy))
+    monkeypatch.setattr(cql, "EnsembleQ", recording(cql.EnsembleQ))
+    one = TINY | dict(total_steps=1, bc_steps=0, eval_every=1, log_every=1, checkpoint_every=1)
+    cql.train(cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path), init="torch", log_std_min=-20.0, **one))
+    ((policy, _),) = built["TanhGaussianPolicy"]
+    assert policy.log_std_min == -20.0 and len(built["EnsembleQ"]) == 2  # the critics and their targets
+    for _, hidden_biases in (*built["TanhGaussianPolicy"], *built["EnsembleQ"]):
+        assert len(hidden_biases) == 3 and not any(torch.all(b == 0.1) for b in hidden_biases)  # rlkit's are 0.1
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------
