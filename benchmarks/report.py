@@ -366,6 +366,11 @@ def save_png(fig, path: Path) -> None:
 CHAR_IN = 0.08  # width of a character of the plots' 10-point labels, in inches (a little more than DejaVu's mean)
 
 
+def longest_label_in(res: Results) -> float:
+    """Width in inches of the longest variant label (a label carries the variant's flags, so it can be long)."""
+    return CHAR_IN * max(len(res.labels[v]) for v in res.variants)
+
+
 def legend_layout(labels: list[str], width_in: float) -> tuple[int, int]:
     """(columns, rows) of a legend of `labels` across a figure `width_in` inches wide: up to 4 columns, as
     many as fit when each is as wide as the longest entry (its line handle included), at least 1."""
@@ -381,7 +386,7 @@ def plot_learning_curves(res: Results, path: Path, colors: dict[Variant, str]) -
     ncols = min(3, len(res.datasets))
     nrows = math.ceil(len(res.datasets) / ncols)
     # a label as long as a variant's flags may need the full width for one legend column, and rows below
-    width = max(4.2 * ncols, CHAR_IN * max(len(res.labels[v]) for v in res.variants) + 1.0)
+    width = max(4.2 * ncols, longest_label_in(res) + 1.0)
     legend_cols, legend_rows = legend_layout([res.labels[v] for v in res.variants], width)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.2 * nrows + 0.3 + 0.25 * legend_rows), squeeze=False,
                              layout="constrained")
@@ -410,7 +415,7 @@ def plot_iqm(res: Results, path: Path, colors: dict[Variant, str], reps: int, se
     import matplotlib.pyplot as plt
 
     # room for the longest variant label on the left and a 4-inch axis beside it
-    width = max(6.4, CHAR_IN * max(len(res.labels[v]) for v in res.variants) + 4.5)
+    width = max(6.4, longest_label_in(res) + 4.5)
     fig, ax = plt.subplots(figsize=(width, 1.2 + 0.45 * len(res.variants)), layout="constrained")
     for i, v in enumerate(res.variants):
         point, lo, hi = bootstrap_ci(final_scores_by_dataset(res, v), iqm, reps, seed)
@@ -427,7 +432,7 @@ def plot_performance_profile(res: Results, path: Path, colors: dict[Variant, str
     import matplotlib.pyplot as plt
 
     taus = tau_grid(res)
-    width = max(6.4, CHAR_IN * max(len(res.labels[v]) for v in res.variants) + 1.0)
+    width = max(6.4, longest_label_in(res) + 1.0)
     legend_cols, legend_rows = legend_layout([res.labels[v] for v in res.variants], width)
     fig, ax = plt.subplots(figsize=(width, 3.6 + 0.25 * legend_rows), layout="constrained")
     for v in res.variants:
