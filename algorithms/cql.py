@@ -68,9 +68,10 @@ d3rlpy's CQL (as its reproduction script runs it) differs from the authors' in s
 no behaviour-cloning warm-up (`--bc-steps 0`), weight 10 on medium datasets (`--cql-alpha 10`), PyTorch's init
 (`--init torch`), a' = tanh(mean) in the backup (`--target-action mean`), critics before actor (`--update-order
 critic-first`) and a log-std floor of -20 (`--log-std-min -20`). On stitch/hopper/medium-v0 at 50k updates
-d3rlpy's scored higher than this script with the authors' settings (but a 10k warm-up, the grid's); setting its
-first four at once closed that gap over the last 20% of training on the one seed run so far (README, "Compared
-with d3rlpy"). Which of them matters is not settled, so the defaults stay the authors'.
+d3rlpy's scored higher than this script with the authors' settings (but a 10k warm-up, the grid's); with its
+first four set at once, ours was level with d3rlpy's over the last 20% of training (two seeds each), and
+`--init torch` alone matched d3rlpy's there on the one seed run (README, "Compared with d3rlpy"). One seed does
+not settle which setting matters, so the defaults stay the authors'.
 
 Usage:
     python algorithms/cql.py                                         # stitch/hopper/medium-replay-v0
