@@ -70,8 +70,8 @@ no behaviour-cloning warm-up (`--bc-steps 0`), weight 10 on medium datasets (`--
 critic-first`) and a log-std floor of -20 (`--log-std-min -20`). On stitch/hopper/medium-v0 at 50k updates
 d3rlpy's scored higher than this script with the authors' settings (but a 10k warm-up, the grid's); with its
 first four set at once, ours was level with d3rlpy's over the last 20% of training (two seeds each), and
-`--init torch` alone matched d3rlpy's there on the one seed run (README, "Compared with d3rlpy"). One seed does
-not settle which setting matters, so the defaults stay the authors'.
+`--init torch` alone matched d3rlpy's seed 0 there on the one seed run (README, "Compared with d3rlpy"). One
+seed does not settle which setting matters, so the defaults stay the authors'.
 
 Usage:
     python algorithms/cql.py                                         # stitch/hopper/medium-replay-v0
