@@ -2,11 +2,13 @@
 
     python benchmarks/speed.py                       # CPU, all cores, writes benchmarks/results/speed_cpu.json
     python benchmarks/speed.py --device cuda         # on a GPU machine -> speed_cuda.json
+    python benchmarks/speed.py --compile             # each script eager and with --compile, side by side
 
 Each script runs as it would for a user (`python algorithms/<algo>.py`), on a temporary Hopper-v5
 dataset of random-action episodes (speed does not depend on the data), with no evaluation, for
 `--steps` updates or `--max-seconds`, whichever comes first. The rate is taken between the first and
-the last training log (every `--log-every` updates), so start-up and warm-up are not counted.
+the last training log (every `--log-every` updates), so start-up and warm-up are not counted: with `--compile`
+that includes compilation and, on CUDA, the graph's capture (all within the first log interval).
 
 Peers' algorithms (benchmarks/peers/) are measured the same way, in the same file, so ours and theirs compare
 in one table: `python benchmarks/speed.py --algos iql d3rlpy_iql` (d3rlpy's run in their own venv, made by
@@ -45,8 +47,10 @@ class Args:
     """Device passed to the scripts."""
     threads: int | None = None
     """torch threads (default: what torch picks, i.e. all cores)."""
+    compile: bool = False
+    """Measure every script twice, eager and with its --compile, into `updates_per_s` and `updates_per_s_compiled`."""
     out: str | None = None
-    """Results file (default benchmarks/results/speed_<device>.json)."""
+    """Results file (default benchmarks/results/speed_<device>.json, speed_<device>_compile.json with --compile)."""
 
 
 def cpu_name() -> str:
@@ -69,7 +73,7 @@ def write_results(out: Path, record: dict) -> None:
 
 
 def main(args: Args) -> None:
-    from benchmarks.peers import PeerError, check_d3rlpy_venv, is_peer, peer_versions, script_command
+    from benchmarks.peers import PeerError, check_d3rlpy_venv, is_peer, peer_versions
     from benchmarks.synthetic import write_rollout_dataset
 
     for algo in args.algos:
@@ -83,41 +87,53 @@ def main(args: Args) -> None:
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    results = {}
+    results: dict[str, float] = {}
+    compiled: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"] = str(Path(tmp) / "minari")
         write_rollout_dataset("speed/hopper/random-v0", episodes=200, max_steps=1000, seed=0)
         for algo in args.algos:
-            runs = Path(tmp) / "runs" / algo
-            cmd = [*script_command(algo), "--dataset", "speed/hopper/random-v0",
-                   "--total-steps", str(args.steps), "--eval-every", str(10 * args.steps), "--eval-episodes", "1",
-                   "--log-every", str(args.log_every), "--checkpoint-every", str(10 * args.steps),
-                   "--device", args.device, "--runs-dir", str(runs), "--no-progress"]
-            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=args.max_seconds)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            logs = [json.loads(x) for x in next(runs.glob("*/metrics.jsonl")).read_text().splitlines()]
-            logs = [r for r in logs if "updates_per_s" in r]
-            if len(logs) < 2:
-                raise SystemExit(f"error: {algo} logged fewer than 2 times in {args.max_seconds}s; "
-                                 f"raise --max-seconds or lower --log-every")
-            rate = (logs[-1]["step"] - logs[0]["step"]) / (logs[-1]["time"] - logs[0]["time"])
-            results[algo] = round(rate, 1)
-            print(f"{algo}: {rate:.1f} updates/s", flush=True)
+            results[algo] = measure(algo, args, env, Path(tmp) / "runs" / algo, [])
+            if args.compile and not is_peer(algo):
+                compiled[algo] = measure(algo, args, env, Path(tmp) / "runs" / f"{algo}_compiled", ["--compile"])
+                print(f"{algo}: {compiled[algo] / results[algo]:.2f}x with --compile", flush=True)
     import torch
 
-    record = {"updates_per_s": results, "device": args.device,
+    record = {"updates_per_s": results, **({"updates_per_s_compiled": compiled} if args.compile else {}),
+              "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
               "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
               "torch": torch.__version__, "steps": args.steps, "max_seconds": args.max_seconds,
               "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
     if any(is_peer(a) for a in args.algos):
         record["peers"] = peer_versions()
-    write_results(Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.device.split(':')[0]}.json"),
-                  record)
+    default = f"speed_{args.device.split(':')[0]}{'_compile' if args.compile else ''}.json"
+    write_results(Path(args.out or ROOT / "benchmarks" / "results" / default), record)
+
+
+def measure(algo: str, args: Args, env: dict, runs: Path, flags: list[str]) -> float:
+    """Updates/s of one script between its first and last training log, stopped after `--max-seconds`."""
+    from benchmarks.peers import script_command
+
+    cmd = [*script_command(algo), "--dataset", "speed/hopper/random-v0",
+           "--total-steps", str(args.steps), "--eval-every", str(10 * args.steps), "--eval-episodes", "1",
+           "--log-every", str(args.log_every), "--checkpoint-every", str(10 * args.steps),
+           "--device", args.device, "--runs-dir", str(runs), "--no-progress", *flags]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=args.max_seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    metrics = list(runs.glob("*/metrics.jsonl"))
+    logs = [json.loads(x) for x in metrics[0].read_text().splitlines()] if metrics else []
+    logs = [r for r in logs if "updates_per_s" in r]
+    if len(logs) < 2:
+        raise SystemExit(f"error: {algo} {' '.join(flags)} logged fewer than 2 times in {args.max_seconds}s; "
+                         f"raise --max-seconds or lower --log-every")
+    rate = (logs[-1]["step"] - logs[0]["step"]) / (logs[-1]["time"] - logs[0]["time"])
+    print(f"{algo}{' ' + ' '.join(flags) if flags else ''}: {rate:.1f} updates/s", flush=True)
+    return round(rate, 1)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,20 @@ def load_run_checkpoint(run_dir: str | Path, algo: str) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a Stitch {algo} checkpoint (no {', '.join(missing)})")
     return state
+
+
+def load_policy_checkpoint(run_dir: str | Path, algo: str) -> dict[str, Any]:
+    """A run folder's checkpoint for its script's `load_policy`: also checked to record the data's dimensions."""
+    state = load_run_checkpoint(run_dir, algo)
+    if "obs_dim" not in state or "act_dim" not in state:
+        raise CheckpointError(f"{Path(run_dir) / 'checkpoint.pt'} was written before the scripts recorded the "
+                              f"data's dimensions (no obs_dim/act_dim); retrain the run to load its policy")
+    return state
+
+
+def run_algo(run_dir: str | Path) -> str:
+    """The name of the script that wrote a run folder's checkpoint (`algorithms/<name>.py`)."""
+    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    if not isinstance(state.get("algo"), str):
+        raise CheckpointError(f"{Path(run_dir) / 'checkpoint.pt'} records no algorithm; not a Stitch checkpoint")
+    return state["algo"]

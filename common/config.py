@@ -26,9 +26,14 @@ def check_common(args) -> None:
     """Checks for the fields every script shares."""
     dataset_ok = isinstance(args.dataset, str) and args.dataset.strip() != ""
     require(dataset_ok, "dataset", "must be a dataset id", args.dataset)
-    for f in ("total_steps", "batch_size", "eval_every", "eval_episodes", "log_every", "checkpoint_every"):
+    for f in ("total_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
         v = getattr(args, f)
         require(isinstance(v, int) and v > 0, f, "must be a positive integer", v)
+    v = args.eval_episodes
+    require(isinstance(v, int) and v >= 0, "eval_episodes", "must be a non-negative integer (0: no evaluation)", v)
+    if hasattr(args, "checkpoint_minutes"):
+        v = args.checkpoint_minutes
+        require(v >= 0, "checkpoint_minutes", "must be >= 0 (0: only every --checkpoint-every updates)", v)
     require(args.seed >= 0, "seed", "must be >= 0", args.seed)
     for f in ("lr", "actor_lr", "critic_lr"):
         if hasattr(args, f):

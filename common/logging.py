@@ -4,12 +4,16 @@
     run.log(step, {"loss/q": 0.3})        # -> metrics.jsonl (always), wandb (only with --track)
     run.score(step, 31.2)                 # shown on the progress bar
     run.advance(1000)                     # tqdm bar: step, updates/s, last score, ETA
+    if run.checkpoint_due(step): save()   # every --checkpoint-every updates or --checkpoint-minutes minutes
     run.close()
 
 `metrics.jsonl` gets one JSON object per `log` call; Weights & Biases is used only with `--track`,
 in offline mode unless `WANDB_MODE` says otherwise, so a run never waits on the network. A resumed
 run (start_step > 0) first drops the records logged after its checkpoint (and a line cut short by a
 crash), so the file holds each step once, as if the run had never been interrupted.
+
+The run folder is printed when the run starts. Where stderr is not a terminal (a log file, a batch job) the
+progress bar is not drawn, so every evaluation prints one line instead.
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ class Run:
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.algo = algo
+        self.total_steps = total_steps
+        self.checkpoint_every = getattr(args, "checkpoint_every", None)
+        self.checkpoint_seconds = 60.0 * getattr(args, "checkpoint_minutes", 0.0)
+        self.last_checkpoint = time.monotonic()
+        print(f"{algo}: run folder {self.dir} ({'resumed at update ' + str(start_step) if start_step else 'new run'}"
+              f", {total_steps} updates)", file=sys.stderr, flush=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         if start_step > 0 and self.metrics_path.exists():
             keep_until(self.metrics_path, start_step)
@@ -94,9 +104,24 @@ class Run:
         if self.wandb is not None:
             self.wandb.log(metrics, step=int(step))
 
-    def score(self, step: int, score: float) -> None:
-        self.last_score = float(score)
-        self.progress.set_postfix(score=f"{score:.1f}", refresh=False)
+    def score(self, step: int, score: float | None, ret: float | None = None) -> None:
+        """Show an evaluation: on the progress bar, and as a line of its own where stderr is no terminal."""
+        if score is not None:
+            self.last_score = float(score)
+            self.progress.set_postfix(score=f"{score:.1f}", refresh=False)
+        if not sys.stderr.isatty():
+            shown = "no reference scores" if score is None else f"score {score:.1f}"
+            print(f"{self.algo} update {step}/{self.total_steps}: {shown}"
+                  + ("" if ret is None else f" (return {ret:.1f})"), file=sys.stderr, flush=True)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """True every `checkpoint_every` updates, at the last one, and once `checkpoint_minutes` have passed since
+        the last checkpoint (so a slow run never has more than that at risk); the caller then saves."""
+        due = (step == self.total_steps or (self.checkpoint_every and step % self.checkpoint_every == 0)
+               or (self.checkpoint_seconds > 0 and time.monotonic() - self.last_checkpoint >= self.checkpoint_seconds))
+        if due:
+            self.last_checkpoint = time.monotonic()
+        return bool(due)
 
     def advance(self, n: int) -> None:
         self.progress.update(n)

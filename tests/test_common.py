@@ -294,7 +294,7 @@ def test_require_names_the_flag():
 @pytest.mark.parametrize("field, value, flag", [
     ("dataset", "", "--dataset"), ("dataset", "  ", "--dataset"),
     ("total_steps", 0, "--total-steps"), ("batch_size", -1, "--batch-size"), ("eval_every", 0, "--eval-every"),
-    ("eval_episodes", 0, "--eval-episodes"), ("log_every", -5, "--log-every"),
+    ("eval_episodes", -1, "--eval-episodes"), ("log_every", -5, "--log-every"),
     ("checkpoint_every", 0, "--checkpoint-every"), ("batch_size", 2.5, "--batch-size"),
     ("seed", -1, "--seed"), ("lr", 0.0, "--lr"), ("gamma", 1.0, "--gamma"), ("gamma", -0.1, "--gamma"),
     ("tau", 0.0, "--tau"), ("tau", 1.5, "--tau"), ("device", "gpu7", "--device"),

@@ -1,0 +1,109 @@
+"""The fast path: one whole update, compiled, and on CUDA replayed as one CUDA graph (`--compile`).
+
+    update_fn = fast_update(update, device, compile=args.compile, generators=[buffer.generator])
+    metrics = update_fn()                 # one update, exactly what update() does
+    metrics = update_fn(actor=False)      # keyword arguments are Python values that pick a branch
+
+`update` is the script's plain update function, the one the reader reads: it draws its own minibatch on the
+device, computes every loss, steps every optimizer, moves the target networks, and returns a dict of metric
+tensors. It takes no tensors; its keyword arguments (if any) are Python values that choose a branch, such as
+TD3+BC's delayed actor step or CQL's BC warm-up, and each distinct set of them is compiled and captured once.
+
+- `compile=False`: `update(**kw)` as it is (eager).
+- `compile=True` on CPU: `torch.compile(update)` (inductor): elementwise work fused, less Python per update.
+- `compile=True` on CUDA: `torch.compile(update)`, run for `warmup` real updates on a side stream (compilation,
+  lazily created optimizer state, cuBLAS workspaces), then captured into one `torch.cuda.CUDAGraph` on the next
+  call and replayed from then on: one launch per update and no work on the host. The metrics are the graph's
+  static output tensors, overwritten by every replay: read them (`.item()`) every `--log-every` updates only.
+
+Nothing here knows an algorithm. What an update needs to be captured whole:
+- no host synchronisation inside it (no `.item()`, `.cpu()`, `if tensor:`);
+- optimizers built with `adam` below (learning rate as a tensor, capturable and fused where the device allows),
+  and learning-rate schedulers stepped outside the update;
+- random draws from torch's default generator or from a generator named in `generators` (the buffer's);
+- the tensors it reads from outside (the dataset on the device, the networks' weights) keep their storage:
+  load checkpoints with `load_state_dict` (which copies in place) before the first update.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+import torch
+import torch._inductor.config
+
+# Random draws inside a compiled update come from torch's own generators, as in eager mode (inductor would use its
+# own Philox stream): the compiled update draws the same numbers and computes the same thing.
+torch._inductor.config.fallback_random = True
+# Dynamo says once per compile that it skips the optimizers' profiler annotations: true, and nothing to act on.
+logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(
+    lambda record: "Profiler record function" not in record.getMessage())
+
+
+class Adam(torch.optim.Adam):
+    """torch's Adam, whose `load_state_dict` keeps what the fast path needs: the learning rate a tensor on the
+    device (a checkpoint holds a float, or a tensor loaded on the CPU) and this instance's capturable/fused."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        keep = [(g["lr"].device, g["capturable"], g["fused"]) for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for g, (device, capturable, fused) in zip(self.param_groups, keep):
+            g.update(lr=torch.tensor(float(g["lr"]), device=device), capturable=capturable, fused=fused)
+
+
+def adam(params: Iterable, lr: float, device: torch.device, weight_decay: float = 0.0) -> Adam:
+    """Adam with its learning rate as a tensor (a scheduler changes it in place, so a compiled update is not
+    recompiled and a captured one reads the new value), fused, and capturable on CUDA."""
+    lr_t = torch.tensor(float(lr), device=device)
+    cuda = torch.device(device).type == "cuda"
+    try:
+        return Adam(params, lr=lr_t, weight_decay=weight_decay, fused=True, capturable=cuda)
+    except (RuntimeError, TypeError):  # a device without a fused kernel
+        return Adam(params, lr=lr_t, weight_decay=weight_decay, capturable=cuda)
+
+
+class _Graphed:
+    """One branch of a compiled update, captured as a CUDA graph after `warmup` real updates."""
+
+    def __init__(self, fn: Callable, kwargs: dict, warmup: int, generators: list[torch.Generator]):
+        self.fn, self.kwargs, self.warmup, self.generators = fn, kwargs, warmup, generators
+        self.calls, self.graph, self.out = 0, None, None
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        if self.graph is None and self.calls < self.warmup:  # capture needs one warmed-up run on a side stream
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.fn(**self.kwargs)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:  # record this update (capture runs nothing), then replay it below
+            self.graph = torch.cuda.CUDAGraph()
+            for g in self.generators:
+                self.graph.register_generator_state(g)
+            with torch.cuda.graph(self.graph):
+                self.out = self.fn(**self.kwargs)
+        self.graph.replay()
+        return self.out
+
+
+def fast_update(update: Callable[..., dict[str, torch.Tensor]], device: torch.device, compile: bool,
+                generators: Iterable[torch.Generator] = (), warmup: int = 3) -> Callable[..., dict[str, torch.Tensor]]:
+    """`update` as it runs with `--compile` (see the module docstring); the identity without."""
+    if not compile:
+        return update
+    compiled = torch.compile(update)
+    if torch.device(device).type != "cuda":
+        return compiled
+    generators = [g for g in generators if g.device.type == "cuda"]
+    graphs: dict[tuple, _Graphed] = {}
+
+    def replay(**kwargs) -> dict[str, torch.Tensor]:
+        key = tuple(sorted(kwargs.items()))
+        if key not in graphs:
+            graphs[key] = _Graphed(compiled, kwargs, warmup, generators)
+        return graphs[key]()
+
+    return replay

@@ -1,0 +1,113 @@
+"""`--compile` computes what the eager update computes, and a compiled run resumes exactly (CPU).
+
+For every script, in this process (one thread, small networks, 30 updates, no evaluation):
+1. an eager run and a `--compile` run of the same flags end with the same networks, optimizer states and logged
+   losses, to float32 round-off (inductor fuses and reorders floating-point work, so bits may differ:
+   `RTOL`/`ATOL` below); random draws inside the update are torch's own in both (common/fast.py), so the runs
+   see the same minibatches and the same sampled actions;
+2. a `--compile` run stopped by SIGINT part-way (the same path as Ctrl-C: finish the update, checkpoint, exit
+   130) and resumed with `--resume` ends bit-identical to the uninterrupted `--compile` run.
+Compilation takes seconds per script, so these tests form their own tier: `pytest -m compile` (CI runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_resume import ALGOS, ROOT, args_fields, assert_same_state, only_run_dir, run_in_process
+
+from torch._dynamo.utils import counters
+
+from common.checkpoints import load_checkpoint
+
+pytestmark = pytest.mark.compile
+
+STEPS, STOP_AFTER = 30, 10
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def flags(algo: str, runs: Path, *extra: str) -> list[str]:
+    small = ["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []
+    return ["--dataset", "test/hopper/tiny-v0", "--seed", "1", "--total-steps", str(STEPS), "--eval-every",
+            str(STEPS), "--eval-episodes", "0", "--log-every", "5", "--checkpoint-every", str(STEPS),
+            "--batch-size", "32", "--no-progress", "--runs-dir", str(runs), *small, *extra]
+
+
+def assert_close(a, b, path: str = "checkpoint") -> None:
+    """Tensors equal to RTOL/ATOL (integer tensors and everything else exactly), recursively."""
+    if isinstance(a, torch.Tensor) and a.is_floating_point():
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype, path
+        assert torch.allclose(a, b, rtol=RTOL, atol=ATOL), f"{path}: max difference {(a - b).abs().max():.3g}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_close(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{i}]")
+    else:
+        assert_same_state(a, b, path)
+
+
+def losses(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("time", "updates_per_s")}
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def interrupt_when_logged(run_root: Path, step: int) -> threading.Thread:
+    """A thread that sends this process SIGINT once a run under `run_root` has logged `step` (Ctrl-C)."""
+    def watch() -> None:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for m in run_root.glob("*/metrics.jsonl"):
+                if any(json.loads(x)["step"] >= step for x in m.read_text().splitlines() if x.strip()):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+            time.sleep(0.01)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_compiled_update_equals_eager_and_resumes_exactly(algo, minari_root, tiny_hopper, tmp_path):
+    if not (ROOT / "algorithms" / f"{algo}.py").is_file():
+        pytest.skip(f"algorithms/{algo}.py does not exist yet")
+    run_in_process(algo, flags(algo, tmp_path / "eager"))
+    captured = counters["stats"]["calls_captured"]
+    run_in_process(algo, flags(algo, tmp_path / "compiled", "--compile"))
+    assert counters["stats"]["calls_captured"] > captured, "--compile compiled nothing"
+    eager, compiled = only_run_dir(tmp_path / "eager"), only_run_dir(tmp_path / "compiled")
+    e, c = load_checkpoint(eager / "checkpoint.pt"), load_checkpoint(compiled / "checkpoint.pt")
+    assert e["step"] == c["step"] == STEPS
+    assert json.loads(c["args"])["compile"] and not json.loads(e["args"])["compile"]
+    assert_close({k: v for k, v in e.items() if k != "args"}, {k: v for k, v in c.items() if k != "args"})
+    le, lc = losses(eager), losses(compiled)
+    assert [r["step"] for r in le] == [r["step"] for r in lc] == list(range(5, STEPS + 1, 5))
+    for re_, rc in zip(le, lc):
+        assert re_.keys() == rc.keys()
+        for k in re_:
+            assert abs(re_[k] - rc[k]) <= ATOL + RTOL * 10 * abs(re_[k]), (k, re_, rc)
+
+    # Stopped by SIGINT part-way, then resumed: bit-identical to the uninterrupted compiled run.
+    stopped_root = tmp_path / "stopped"
+    watcher = interrupt_when_logged(stopped_root, STOP_AFTER)
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(algo, flags(algo, stopped_root, "--compile"))
+    watcher.join()
+    assert stop.value.code == 128 + signal.SIGINT
+    stopped = only_run_dir(stopped_root)
+    at_stop = load_checkpoint(stopped / "checkpoint.pt")["step"]
+    assert STOP_AFTER <= at_stop < STEPS and not (stopped / "result.json").exists()
+    run_in_process(algo, ["--resume", str(stopped), "--no-progress"])
+    r = load_checkpoint(stopped / "checkpoint.pt")
+    assert_same_state({k: v for k, v in r.items() if k != "args"}, {k: v for k, v in c.items() if k != "args"})
+    assert losses(stopped) == losses(compiled)
