@@ -11,11 +11,9 @@ for each run folder given, the length, return and ending (fell = terminated, or 
 `--episodes` evaluation episodes of its final policy, with the seeds `common.evaluation` uses for that run.
 If the policies fall where the data thin out, more updates will not help; more (or longer) data would.
 
-Run folders of iql, sql, eql, xql, onestep and cql (stochastic policies on raw observations, evaluated by
-their mean) and of bc and td3_bc (deterministic actors on observations normalized with the statistics
-their checkpoint holds) are supported: each policy acts exactly as its script evaluates it. So are d3rlpy's
-runs (benchmarks/peers/): their policies run in d3rlpy's venv (`d3rlpy_train.py --evaluate-run`), on the
-same episodes.
+Run folders of every script in algorithms/ are supported through the scripts' public `load_policy(run_dir)`,
+so each policy acts exactly as its script evaluates it. So are d3rlpy's runs (benchmarks/peers/): their policies
+run in d3rlpy's venv (`d3rlpy_train.py --evaluate-run`), on the same episodes.
 """
 
 from __future__ import annotations
@@ -35,15 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.speed import write_results  # noqa: E402
-from common.checkpoints import load_checkpoint  # noqa: E402
+from common.checkpoints import CheckpointError, load_checkpoint, run_algo  # noqa: E402
 from common.data import load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 
-# algo -> (policy class in its script, checkpoint key of its weights, whether it acts on normalized observations)
-POLICIES = {**{a: ("GaussianPolicy", "policy", False) for a in ("iql", "sql", "eql", "xql", "onestep")},
-            "cql": ("TanhGaussianPolicy", "policy", False),
-            **{a: ("Actor", "actor", True) for a in ("bc", "td3_bc")}}
-SUPPORTED = tuple(POLICIES)
 BAND = 100
 
 
@@ -73,39 +66,27 @@ def transitions_from(lengths: np.ndarray, step: int) -> int:
     return int(np.maximum(lengths - step, 0).sum())
 
 
-def load_policy(run: Path, obs_dim: int, act_dim: int):
-    ckpt = load_checkpoint(run / "checkpoint.pt")
-    algo = ckpt.get("algo")
-    if algo not in SUPPORTED:
-        raise SystemExit(f"error: {run} holds a run of {algo}; coverage.py reads {', '.join(SUPPORTED)} runs")
-    cls, key, normalized = POLICIES[algo]
-    module = importlib.import_module(f"algorithms.{algo}")
-    args = json.loads(ckpt["args"])
-    net = getattr(module, cls)(obs_dim, act_dim, args["hidden_dim"])
-    net.load_state_dict(ckpt[key])
-    net.eval()
-    if normalized:  # deterministic actor on (obs - mean) / std, as bc.py and td3_bc.py evaluate it
-        mean, std = ckpt["obs_mean"].float(), ckpt["obs_std"].float()
-
-        def policy(obs: torch.Tensor) -> torch.Tensor:
-            return net((obs - mean) / std)
-    else:  # the stochastic policy's deterministic action (its mean, squashed where the policy squashes)
-        policy = net.act
-    return policy, args, int(ckpt["step"])
+def load_policy(run: Path):
+    """A run's final policy through its script's public `load_policy`, with the run's saved settings."""
+    try:
+        algo = run_algo(run)
+        if not (ROOT / "algorithms" / f"{algo}.py").is_file():
+            raise SystemExit(f"error: {run} holds a run of {algo}, and there is no algorithms/{algo}.py")
+        policy = importlib.import_module(f"algorithms.{algo}").load_policy(run)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+    return policy, json.loads((run / "args.json").read_text())
 
 
 def our_episodes(run: Path, data, dataset: str, episodes: int) -> dict:
     """The episodes of one of our runs' final policy, with the seeds its own evaluations used."""
-    policy, run_args, step = load_policy(run, data.obs_dim, data.act_dim)
+    policy, run_args = load_policy(run)
     if run_args["dataset"] != dataset:
         raise SystemExit(f"error: {run} was trained on {run_args['dataset']}, not {dataset}")
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return policy(torch.as_tensor(obs)).clamp(-1, 1).numpy()
-
     info: dict = {}
-    returns = evaluate(act, data.env_spec, episodes, seed=run_args["seed"], episode_info=info)
+    with torch.no_grad():
+        returns = evaluate(policy, data.env_spec, episodes, seed=run_args["seed"], episode_info=info)
+    step = int(load_checkpoint(run / "checkpoint.pt")["step"])
     return {"seed": run_args["seed"], "step": step, "returns": returns.tolist(), **info}
 
 

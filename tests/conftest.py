@@ -53,7 +53,7 @@ def check_finished_run(script: ModuleType, args, result: dict, *, loss_key: str,
     after the script and dataset, result.json as returned, metrics logged every `log_every` steps with finite
     `finite` values (the records holding `loss_key`) and evaluations at `evals`, a checkpoint at `steps` with
     finite `networks`, and args.json; and resuming the finished run trains no further and reports the same
-    result. Returns the run folder, all metric records and the checkpoint, for the script's own checks."""
+    result; and `load_policy(run_dir)` replays the final evaluation's returns. Returns the run folder, all metric records and the checkpoint, for the script's own checks."""
     name = script.__name__.rsplit(".", 1)[-1]
     (run_dir,) = Path(args.runs_dir).iterdir()
     assert run_dir.name.startswith(f"{name}__test-hopper-tiny-v0__s0__")
@@ -74,6 +74,14 @@ def check_finished_run(script: ModuleType, args, result: dict, *, loss_key: str,
     assert ckpt["step"] == steps and ckpt["algo"] == name
     assert all(torch.isfinite(t).all() for net in networks for t in ckpt[net].values())
     assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+
+    # The public policy of the run folder acts as the script evaluated it: the final evaluation's episodes again.
+    from common.data import load_dataset
+    from common.evaluation import evaluate
+
+    policy = script.load_policy(run_dir)
+    returns = evaluate(policy, load_dataset(args.dataset).env_spec, args.eval_episodes, seed=args.seed)
+    assert float(returns.mean()) == result["final_return"]
 
     again = script.train(script.Args(resume=str(run_dir), progress=False))
     assert again["steps"] == steps and again["final_score"] == result["final_score"]

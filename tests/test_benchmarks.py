@@ -320,8 +320,12 @@ def test_coverage_counts_transitions_per_band_and_evaluates_runs(tiny_hopper, tm
         (r,) = json.loads((tmp_path / f"{name}.json").read_text())["runs"]
         assert np.mean(r["scores"]) == pytest.approx(result["final_score"], abs=0.01)
 
-    save_checkpoint(tmp_path / "awr" / "checkpoint.pt", {"algo": "awr", "args": "{}", "step": 0})
-    with pytest.raises(SystemExit, match="holds a run of awr; coverage.py reads iql"):
-        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path / "awr")]))
+    save_checkpoint(tmp_path / "dqn" / "checkpoint.pt", {"algo": "dqn", "args": "{}", "step": 0})
+    with pytest.raises(SystemExit, match="holds a run of dqn, and there is no algorithms/dqn.py"):
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path / "dqn")]))
+    save_checkpoint(tmp_path / "old" / "checkpoint.pt", {"algo": "iql", "args": "{}", "step": 0, "evals": "[]",
+                                                          "rng": {}})
+    with pytest.raises(SystemExit, match="no obs_dim/act_dim"):  # written before checkpoints recorded them
+        coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path / "old")]))
     with pytest.raises(SystemExit, match="has no checkpoint.pt"):
         coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path)]))

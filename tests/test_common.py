@@ -391,3 +391,58 @@ def test_run_name():
     name = run_name("iql", "stitch/hopper/medium-v0", 3)
     assert name.startswith("iql__stitch-hopper-medium-v0__s3__") and "/" not in name
     assert len({run_name("iql", "stitch/hopper/medium-v0", 3) for _ in range(20)}) > 1  # same second, apart
+
+
+# ----------------------------------------------------------------------------------------------
+# common/interrupt.py and Run.checkpoint_due: nothing lost on Ctrl-C, at most --checkpoint-minutes at risk
+# ----------------------------------------------------------------------------------------------
+def test_stop_signal_sets_a_flag_then_a_second_ctrl_c_stops_at_once(capsys):
+    import os
+    import signal
+
+    from common.interrupt import StopSignal
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopSignal() as stop:
+        assert not stop
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's stop: the loop finishes its update, then checkpoints
+        assert stop and stop.signum == signal.SIGTERM
+        exit_ = stop.exit("python algorithms/iql.py --resume runs/x", 1234)
+        assert exit_.code == 143
+        assert "stopped at update 1234 by SIGTERM" in capsys.readouterr().err
+    with StopSignal() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C twice: the user does not want to wait
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored on leaving
+
+
+def test_resume_command_is_relative_to_the_working_folder(tmp_path, monkeypatch):
+    from common.interrupt import resume_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "algorithms").mkdir()
+    assert resume_command(tmp_path / "algorithms" / "iql.py", tmp_path / "runs" / "a b") == \
+        "python algorithms/iql.py --resume 'runs/a b'"
+    assert resume_command("/elsewhere/iql.py", "/data/runs/x") == "python /elsewhere/iql.py --resume /data/runs/x"
+
+
+def test_checkpoint_due_every_n_updates_at_the_end_and_after_the_time_limit(tmp_path, monkeypatch):
+    import types
+
+    from common import logging as stitch_logging
+
+    clock = [1000.0]
+    monkeypatch.setattr(stitch_logging.time, "monotonic", lambda: clock[0])
+    args = types.SimpleNamespace(checkpoint_every=100, checkpoint_minutes=10.0)
+    run = stitch_logging.Run(tmp_path / "run", args, "test", 1000, 0, False, progress=False)
+    assert [s for s in range(1, 1001) if run.checkpoint_due(s)] == list(range(100, 1001, 100))
+    clock[0] += 599.0
+    assert not run.checkpoint_due(2)  # 599 s since the last (step 1000): not yet
+    clock[0] += 1.0
+    assert run.checkpoint_due(3) and not run.checkpoint_due(4)  # 10 minutes: due, and the clock starts again
+    run.checkpoint_seconds = 0.0  # --checkpoint-minutes 0: by update count only
+    clock[0] += 10_000.0
+    assert not run.checkpoint_due(5)
+    run.close()

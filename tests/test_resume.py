@@ -1,8 +1,10 @@
-"""A run killed with SIGKILL and resumed reaches the same state as one never interrupted (same seed, CPU).
+"""A run killed with SIGKILL, or stopped with Ctrl-C, and resumed reaches the same state as one never interrupted.
 
 Every algorithm script is started as a user starts it (`python algorithms/<algo>.py ...`), killed with
-SIGKILL once it has written a checkpoint, resumed with `--resume <run>`, and compared with an uninterrupted
-run of the same flags. The resumed and the uninterrupted runs go through the script's own
+SIGKILL once it has written a checkpoint (the run goes on from that checkpoint), or sent SIGINT as Ctrl-C does
+(the script finishes its update, writes a checkpoint at that update, prints the command that resumes it and
+exits with 130), resumed with `--resume <run>` (for SIGINT: the printed command), and compared with an
+uninterrupted run of the same flags (same seed, CPU). The resumed and the uninterrupted runs go through the script's own
 `train(tyro.cli(Args))` in this process, one thread like the subprocess, which saves two interpreter
 start-ups (most of the test's time). Only the flags all scripts share are used (plus `--hidden-dim` where it
 exists, for speed); scripts that do not exist yet are skipped.
@@ -77,8 +79,9 @@ def assert_same_state(a, b, path: str = "checkpoint") -> None:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
-def kill_and_resume(algo: str, dataset: str, flags: list[str], env: dict, tmp_path: Path) -> Path:
-    # 1. start a run, SIGKILL it once a checkpoint at step >= KILL_AT exists
+def kill_and_resume(algo: str, dataset: str, flags: list[str], env: dict, tmp_path: Path,
+                    sig: signal.Signals = signal.SIGKILL) -> Path:
+    # 1. start a run, send it `sig` once a checkpoint at step >= KILL_AT exists
     killed_runs = tmp_path / "killed"
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
@@ -93,18 +96,29 @@ def kill_and_resume(algo: str, dataset: str, flags: list[str], env: dict, tmp_pa
             if ckpts:  # saves are atomic: a reader never sees half a checkpoint
                 step = int(load_checkpoint(ckpts[0])["step"])
             time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL
     run_dir = only_run_dir(killed_runs)
     at_kill = int(load_checkpoint(run_dir / "checkpoint.pt")["step"])
     assert KILL_AT <= at_kill < TOTAL_STEPS, f"the run was not interrupted mid-way (checkpoint at {at_kill})"
     assert not (run_dir / "result.json").exists()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        resume = ["--resume", str(run_dir)]
+    else:  # the script stopped itself: checkpoint at the update it was in (not a multiple of 50, mostly), exit 130
+        assert proc.returncode == 128 + sig, log.read_text()
+        out = log.read_text()
+        assert f"stopped at update {at_kill} by {sig.name}; checkpoint written. Resume with:" in out, out
+        printed = out.split("Resume with:\n", 1)[1].split("\n", 1)[0].split()
+        assert printed[:2] == ["python", f"algorithms/{algo}.py"] and printed[2] == "--resume", printed
+        assert (ROOT / printed[3]).resolve() == run_dir.resolve()
+        resume = printed[2:]
 
     # 2. resume it to the end (in-process, which saves a start-up: the same `train(tyro.cli(Args))` as the CLI)
-    run_in_process(algo, ["--resume", str(run_dir), "--no-progress"])
+    run_in_process(algo, [*resume, "--no-progress"])
     return run_dir
 
 
@@ -124,14 +138,15 @@ def run_in_process(algo: str, flags: list[str]) -> None:
         del sys.modules[name]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 @pytest.mark.parametrize("algo", ALGOS)
-def test_sigkill_and_resume_matches_an_uninterrupted_run(algo, minari_root, tiny_hopper, tmp_path):
+def test_interrupt_and_resume_matches_an_uninterrupted_run(algo, sig, minari_root, tiny_hopper, tmp_path):
     if not (ROOT / "algorithms" / f"{algo}.py").is_file():
         pytest.skip(f"algorithms/{algo}.py does not exist yet")
     flags = first_run_flags(algo)
 
-    # 1-2. a run killed with SIGKILL mid-way, then resumed to the end
-    run_dir = kill_and_resume(algo, tiny_hopper, flags, environment(minari_root), tmp_path)
+    # 1-2. a run killed (SIGKILL) or stopped (SIGINT) mid-way, then resumed to the end
+    run_dir = kill_and_resume(algo, tiny_hopper, flags, environment(minari_root), tmp_path, sig)
     # 3. the same run, never interrupted
     clean_runs = tmp_path / "clean"
     run_in_process(algo, ["--dataset", tiny_hopper, "--runs-dir", str(clean_runs), *flags])

@@ -63,20 +63,13 @@ def count_flops(fn) -> int:
 # ----------------------------------------------------------------------------------------------
 def ours_flops_per_update(algo: str, dataset_id: str, updates: int, runs_dir: Path, **overrides) -> float:
     """FLOPs per update of algorithms/<algo>.py at its defaults (or `overrides`), over `updates` updates from step 0.
-    Its evaluation is stubbed out (no episode is played), so every counted multiply belongs to an update."""
-    import numpy as np
-
+    It runs with `eval_episodes=0` (no evaluation), so every counted multiply belongs to an update."""
     script = importlib.import_module(f"algorithms.{algo}")
-    args = script.Args(dataset=dataset_id, total_steps=updates, eval_every=updates, eval_episodes=1,
+    args = script.Args(dataset=dataset_id, total_steps=updates, eval_every=updates, eval_episodes=0,
                        log_every=updates, checkpoint_every=updates, runs_dir=str(runs_dir), progress=False,
                        device="cpu", **overrides)
-    real_evaluate = script.evaluate
-    script.evaluate = lambda policy, env_spec, episodes, seed=0, **kw: np.zeros(episodes)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the script's own report of a 20-update run
-            return count_flops(lambda: script.train(args)) / updates
-    finally:
-        script.evaluate = real_evaluate
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its own report
+        return count_flops(lambda: script.train(args)) / updates
 
 
 # ----------------------------------------------------------------------------------------------
