@@ -53,7 +53,8 @@ def check_finished_run(script: ModuleType, args, result: dict, *, loss_key: str,
     after the script and dataset, result.json as returned, metrics logged every `log_every` steps with finite
     `finite` values (the records holding `loss_key`) and evaluations at `evals`, a checkpoint at `steps` with
     finite `networks`, and args.json; and resuming the finished run trains no further and reports the same
-    result; and `load_policy(run_dir)` replays the final evaluation's returns. Returns the run folder, all metric records and the checkpoint, for the script's own checks."""
+    result; and `load_policy(run_dir)` replays the final evaluation's returns. Returns the run folder, all
+    metric records and the checkpoint, for the script's own checks."""
     name = script.__name__.rsplit(".", 1)[-1]
     (run_dir,) = Path(args.runs_dir).iterdir()
     assert run_dir.name.startswith(f"{name}__test-hopper-tiny-v0__s0__")
