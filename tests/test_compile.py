@@ -8,6 +8,8 @@ For every script, in this process (one thread, small networks, 30 updates, no ev
 2. a `--compile` run stopped by SIGINT part-way (the same path as Ctrl-C: finish the update, checkpoint, exit
    130) and resumed with `--resume` ends bit-identical to the uninterrupted `--compile` run.
 Compilation takes seconds per script, so these tests form their own tier: `pytest -m compile` (CI runs it).
+`STITCH_TEST_DEVICE=cuda` runs the same on a GPU, where `--compile` also captures the update as one CUDA graph
+(benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from common.checkpoints import load_checkpoint
 pytestmark = pytest.mark.compile
 
 STEPS, STOP_AFTER = 30, 10
+DEVICE = os.environ.get("STITCH_TEST_DEVICE", "cpu")
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -37,7 +40,7 @@ def flags(algo: str, runs: Path, *extra: str) -> list[str]:
     small = ["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []
     return ["--dataset", "test/hopper/tiny-v0", "--seed", "1", "--total-steps", str(STEPS), "--eval-every",
             str(STEPS), "--eval-episodes", "0", "--log-every", "5", "--checkpoint-every", str(STEPS),
-            "--batch-size", "32", "--no-progress", "--runs-dir", str(runs), *small, *extra]
+            "--batch-size", "32", "--no-progress", "--runs-dir", str(runs), "--device", DEVICE, *small, *extra]
 
 
 def assert_close(a, b, path: str = "checkpoint") -> None:
