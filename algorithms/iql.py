@@ -84,8 +84,8 @@ class Args:
     """Polyak coefficient of the target Q."""
     expectile: float = 0.7
     """Expectile of Q that V regresses to, in (0, 1); 0.5 is the mean (SARSA), near 1 the max."""
-    beta: float = 3.0
-    """Inverse temperature of the advantage weights exp(beta * A)."""
+    inverse_temperature: float = 3.0
+    """Inverse temperature beta of the advantage weights exp(beta * A): 0 is behaviour cloning."""
     max_weight: float = 100.0
     """Clip on the exponentiated advantage."""
     init: Literal["orthogonal", "torch"] = "orthogonal"
@@ -117,7 +117,7 @@ class Args:
 def check_args(args: Args) -> None:
     check_common(args)
     require(0.0 < args.expectile < 1.0, "expectile", "must be in (0, 1)", args.expectile)
-    require(args.beta >= 0.0, "beta", "must be >= 0", args.beta)
+    require(args.inverse_temperature >= 0.0, "inverse_temperature", "must be >= 0", args.inverse_temperature)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
     require(args.init in ("orthogonal", "torch"), "init", "must be 'orthogonal' or 'torch'", args.init)
@@ -288,7 +288,7 @@ def train(args: Args) -> dict:
         with torch.no_grad():  # the actor and Q use the freshly updated V
             adv = q_min - value(obs).squeeze(-1)
             next_v = value(next_obs).squeeze(-1)
-        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.beta, args.max_weight)
+        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.inverse_temperature, args.max_weight)
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()
         pi_opt.step()

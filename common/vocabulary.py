@@ -9,7 +9,9 @@ torch.
 from __future__ import annotations
 
 # script -> {old field name: new field name}
-RENAMED: dict[str, dict[str, str]] = {}
+RENAMED: dict[str, dict[str, str]] = {
+    "iql": {"beta": "inverse_temperature"},
+}
 # old metric name -> new, for metrics.jsonl files logged before the rename
 RENAMED_METRICS: dict[str, str] = {}
 
