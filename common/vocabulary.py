@@ -11,6 +11,7 @@ from __future__ import annotations
 # script -> {old field name: new field name}
 RENAMED: dict[str, dict[str, str]] = {
     "iql": {"beta": "inverse_temperature"},
+    "xql": {"gumbel_beta": "regularizer_weight", "beta": "inverse_temperature"},
 }
 # old metric name -> new, for metrics.jsonl files logged before the rename
 RENAMED_METRICS: dict[str, str] = {}
