@@ -11,6 +11,7 @@ from __future__ import annotations
 # script -> {old field name: new field name}
 RENAMED: dict[str, dict[str, str]] = {
     "awac": {"awac_lambda": "temperature"},
+    "awr": {"marwil_beta": "inverse_temperature"},
     "iql": {"beta": "inverse_temperature"},
     "xql": {"gumbel_beta": "regularizer_weight", "beta": "inverse_temperature"},
 }
