@@ -12,6 +12,7 @@ from __future__ import annotations
 RENAMED: dict[str, dict[str, str]] = {
     "awac": {"awac_lambda": "temperature"},
     "awr": {"marwil_beta": "inverse_temperature"},
+    "crr": {"beta": "temperature"},
     "iql": {"beta": "inverse_temperature"},
     "xql": {"gumbel_beta": "regularizer_weight", "beta": "inverse_temperature"},
 }
