@@ -14,10 +14,12 @@ RENAMED: dict[str, dict[str, str]] = {
     "awr": {"marwil_beta": "inverse_temperature"},
     "crr": {"beta": "temperature"},
     "iql": {"beta": "inverse_temperature"},
+    "onestep": {"temperature": "inverse_temperature", "alpha": "regularizer_weight",
+                "n_samples": "num_action_samples"},
     "xql": {"gumbel_beta": "regularizer_weight", "beta": "inverse_temperature"},
 }
 # old metric name -> new, for metrics.jsonl files logged before the rename
-RENAMED_METRICS: dict[str, str] = {}
+RENAMED_METRICS: dict[str, str] = {"q_mean": "q_data"}
 
 
 def upgrade_args(script: str, saved: dict) -> dict:
