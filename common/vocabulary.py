@@ -13,6 +13,7 @@ RENAMED: dict[str, dict[str, str]] = {
     "awac": {"awac_lambda": "temperature"},
     "awr": {"marwil_beta": "inverse_temperature"},
     "crr": {"beta": "temperature"},
+    "eql": {"alpha": "regularizer_weight"},
     "iql": {"beta": "inverse_temperature"},
     "onestep": {"temperature": "inverse_temperature", "alpha": "regularizer_weight",
                 "n_samples": "num_action_samples"},
