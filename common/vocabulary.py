@@ -18,6 +18,7 @@ RENAMED: dict[str, dict[str, str]] = {
     "onestep": {"temperature": "inverse_temperature", "alpha": "regularizer_weight",
                 "n_samples": "num_action_samples"},
     "sql": {"alpha": "regularizer_weight"},
+    "td3_bc": {"alpha": "q_weight"},
     "xql": {"gumbel_beta": "regularizer_weight", "beta": "inverse_temperature"},
 }
 # old metric name -> new, for metrics.jsonl files logged before the rename
