@@ -12,6 +12,7 @@ from __future__ import annotations
 RENAMED: dict[str, dict[str, str]] = {
     "awac": {"awac_lambda": "temperature"},
     "awr": {"marwil_beta": "inverse_temperature"},
+    "cql": {"cql_alpha": "regularizer_weight", "num_actions": "num_action_samples", "temp": "logsumexp_temperature"},
     "crr": {"beta": "temperature"},
     "eql": {"alpha": "regularizer_weight"},
     "iql": {"beta": "inverse_temperature"},
@@ -22,7 +23,7 @@ RENAMED: dict[str, dict[str, str]] = {
     "xql": {"gumbel_beta": "regularizer_weight", "beta": "inverse_temperature"},
 }
 # old metric name -> new, for metrics.jsonl files logged before the rename
-RENAMED_METRICS: dict[str, str] = {"q_mean": "q_data"}
+RENAMED_METRICS: dict[str, str] = {"loss/q_td": "loss/q", "q_mean": "q_data"}
 
 
 def upgrade_args(script: str, saved: dict) -> dict:
