@@ -47,7 +47,7 @@ the trainer's default and the value of the D4RL reproductions (d3rlpy, CORL); aw
 
 Usage:
     python algorithms/awac.py                                        # stitch/hopper/medium-replay-v0
-    python algorithms/awac.py --dataset stitch/hopper/medium-v0 --awac-lambda 0.3 --seed 1
+    python algorithms/awac.py --dataset stitch/hopper/medium-v0 --temperature 0.3 --seed 1
     python algorithms/awac.py --resume runs/awac__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -72,6 +72,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -96,8 +97,8 @@ class Args:
     """Discount factor."""
     tau: float = 0.005
     """Polyak coefficient of the target Q-functions."""
-    awac_lambda: float = 1.0
-    """Temperature lambda of the advantage weights exp(A / lambda) (rlkit's `beta`)."""
+    temperature: float = 1.0
+    """Temperature lambda of the advantage weights exp(A / lambda) (rlkit's `beta`): larger is closer to cloning."""
     eval_every: int = 5_000
     """Updates between evaluations."""
     eval_episodes: int = 10
@@ -122,8 +123,8 @@ class Args:
 
 def check_args(args: Args) -> None:
     check_common(args)
-    require(math.isfinite(args.awac_lambda) and args.awac_lambda > 0.0, "awac_lambda", "must be positive",
-            args.awac_lambda)
+    require(math.isfinite(args.temperature) and args.temperature > 0.0, "temperature", "must be positive",
+            args.temperature)
     require(args.actor_weight_decay >= 0.0, "actor_weight_decay", "must be >= 0", args.actor_weight_decay)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
 
@@ -246,7 +247,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "awac")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("awac", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -289,7 +291,7 @@ def train(args: Args) -> dict:
         q_data = q(obs, act)
         adv = advantage(q_data, q_pi)
         qf_loss = q_loss(q_data, rew, done, next_q, args.gamma)
-        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.awac_lambda)
+        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.temperature)
 
         q_opt.zero_grad(set_to_none=True)
         qf_loss.backward()
@@ -301,7 +303,7 @@ def train(args: Args) -> dict:
         with torch.no_grad():
             torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
         return {"loss/q": qf_loss, "loss/actor": pi_loss, "adv_mean": adv.mean(), "adv_std": adv.std(),
-                "weight_max": awac_weights(adv, args.awac_lambda).max(), "q_data": q_data.mean().detach()}
+                "weight_max": awac_weights(adv, args.temperature).max(), "q_data": q_data.mean().detach()}
 
     def policy_fn(obs: np.ndarray) -> np.ndarray:
         return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()

@@ -80,6 +80,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -112,11 +113,11 @@ class Args:
     """Policy weights: exp(A/beta) of the standardized advantage (AWR), exp(beta_m A/c) with a running
     advantage norm c (MARWIL), or exp(R/beta) of the standardized return (RWR)."""
     temperature: float = 1.0
-    """Temperature beta of the AWR and RWR weights."""
+    """Temperature beta of the AWR and RWR weights exp(A / beta) (MARWIL's is --inverse-temperature)."""
     max_weight: float = 20.0
     """Clip on every weight."""
-    marwil_beta: float = 1.0
-    """Inverse temperature beta_m of the MARWIL weights (0 is behaviour cloning)."""
+    inverse_temperature: float = 1.0
+    """Inverse temperature beta_m of the MARWIL weights exp(beta_m A / c) (0 is behaviour cloning)."""
     marwil_norm_rate: float = 1e-8
     """Update rate rho of MARWIL's moving average c^2 of the squared advantage."""
     marwil_norm_init: float = 100.0
@@ -155,8 +156,8 @@ def check_args(args: Args) -> None:
     require(math.isfinite(args.temperature) and args.temperature > 0.0, "temperature", "must be positive",
             args.temperature)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
-    require(math.isfinite(args.marwil_beta) and args.marwil_beta >= 0.0, "marwil_beta", "must be >= 0",
-            args.marwil_beta)
+    require(math.isfinite(args.inverse_temperature) and args.inverse_temperature >= 0.0, "inverse_temperature",
+            "must be >= 0", args.inverse_temperature)
     require(0.0 <= args.marwil_norm_rate <= 1.0, "marwil_norm_rate", "must be in [0, 1]", args.marwil_norm_rate)
     require(args.marwil_norm_init > 0.0, "marwil_norm_init", "must be positive", args.marwil_norm_init)
     require(args.action_std > 0.0, "action_std", "must be positive", args.action_std)
@@ -270,7 +271,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "awr")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("awr", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -340,7 +342,7 @@ def train(args: Args) -> dict:
         v_opt.step()
 
         if args.weighting == "marwil":  # advantages against the current V, normalized by the running c
-            w, new_norm = marwil_weights(target - v.detach() * v_scale, sqd_norm, args.marwil_beta,
+            w, new_norm = marwil_weights(target - v.detach() * v_scale, sqd_norm, args.inverse_temperature,
                                          args.marwil_norm_rate, args.max_weight)
             sqd_norm.copy_(new_norm)
         else:

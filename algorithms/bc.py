@@ -42,6 +42,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset, observation_stats, top_fraction_episodes  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -128,7 +129,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "bc")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("bc", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)

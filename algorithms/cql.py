@@ -9,13 +9,13 @@ values out of the data's support. Per critic i, with N samples of each kind (min
 
     gap_i     = E_s[ temp log sum_{a in A_s} exp( (Q_i(s, a) - log mu(a|s)) / temp ) ] - E_(s,a)~D[ Q_i(s, a) ]
                 A_s: N actions ~ U[-1, 1]^|A| (mu = 0.5^|A|), N ~ pi(.|s'), N ~ pi(.|s), all evaluated at s
-    L_Q(theta) = sum_i ( E_D[ (Q_i(s, a) - y)^2 ] + cql_alpha gap_i ),  y = r + gamma (1 - d) min_j Qbar_j(s', a')
+    L_Q(theta) = sum_i ( E_D[ (Q_i(s, a) - y)^2 ] + alpha_cql gap_i ),  y = r + gamma (1 - d) min_j Qbar_j(s', a')
                  with a' ~ pi(.|s')
     L_pi(phi)  = E_s[ alpha log pi(a~|s) - min_i Q_i(s, a~) ],  a~ ~ pi(.|s) reparameterized
                  (the first bc_steps updates: E_(s,a)~D[ alpha log pi(a~|s) - log pi(a|s) ] instead)
     L_alpha    = -E_s[ log alpha (log pi(a~|s) + target_entropy) ]
-    Lagrange:  the CQL term becomes alpha' (cql_alpha gap_i - threshold), alpha' = exp(log alpha') clipped to
-               [0, 1e6], and log alpha' minimizes L_alpha' = -1/2 sum_i alpha' (cql_alpha gap_i - threshold),
+    Lagrange:  the CQL term becomes alpha' (alpha_cql gap_i - threshold), alpha' = exp(log alpha') clipped to
+               [0, 1e6], and log alpha' minimizes L_alpha' = -1/2 sum_i alpha' (alpha_cql gap_i - threshold),
                so alpha' grows while the gap exceeds the threshold and shrinks below it.
 
 Implementation details (all from the authors' code unless marked "deviation"):
@@ -59,13 +59,13 @@ Implementation details (all from the authors' code unless marked "deviation"):
     count; the official script's 3000 epochs x 1000 updates is 3M).
 
 Default hyperparameters are the official D4RL script (examples/cql_mujoco_new.py) with the README's
-recommendation for Gym-MuJoCo: cql_alpha (min_q_weight) 5.0 without Lagrange, policy lr 1e-4, Q lr 3e-4,
+recommendation for Gym-MuJoCo: alpha_cql (min_q_weight) 5.0 without Lagrange, policy lr 1e-4, Q lr 3e-4,
 batch 256, gamma 0.99, N = 10, temp 1.0, bc_steps (policy_eval_start) 40,000, deterministic backup.
-The README also reports cql_alpha 10 and policy lr 3e-4 as working; the paper used Lagrange threshold 10
+The README also reports alpha_cql 10 and policy lr 3e-4 as working; the paper used Lagrange threshold 10
 for Gym (`--lagrange-threshold 10`).
 
 d3rlpy's CQL (as its reproduction script runs it) differs from the authors' in six settings, each a flag here:
-no behaviour-cloning warm-up (`--bc-steps 0`), weight 10 on medium datasets (`--cql-alpha 10`), PyTorch's init
+no behaviour-cloning warm-up (`--bc-steps 0`), weight 10 on medium datasets (`--regularizer-weight 10`), PyTorch's init
 (`--init torch`), a' = tanh(mean) in the backup (`--target-action mean`), critics before actor (`--update-order
 critic-first`) and a log-std floor of -20 (`--log-std-min -20`). On stitch/hopper/medium-v0 at 50k updates
 d3rlpy's scored higher than this script with the authors' settings (but a 10k warm-up, the grid's); with its
@@ -75,9 +75,9 @@ seed does not settle which setting matters, so the defaults stay the authors'.
 
 Usage:
     python algorithms/cql.py                                         # stitch/hopper/medium-replay-v0
-    python algorithms/cql.py --dataset stitch/walker2d/medium-v0 --cql-alpha 10 --seed 1
-    python algorithms/cql.py --lagrange-threshold 10 --cql-alpha 1   # CQL-Lagrange, as in the paper
-    python algorithms/cql.py --dataset stitch/hopper/medium-v0 --bc-steps 0 --cql-alpha 10 --init torch \
+    python algorithms/cql.py --dataset stitch/walker2d/medium-v0 --regularizer-weight 10 --seed 1
+    python algorithms/cql.py --lagrange-threshold 10 --regularizer-weight 1   # CQL-Lagrange, as in the paper
+    python algorithms/cql.py --dataset stitch/hopper/medium-v0 --bc-steps 0 --regularizer-weight 10 --init torch \
         --target-action mean --update-order critic-first --log-std-min -20   # d3rlpy's CQL settings
     python algorithms/cql.py --resume runs/cql__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
@@ -104,6 +104,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -126,14 +127,15 @@ class Args:
     """Discount factor."""
     tau: float = 0.005
     """Polyak coefficient of the target Q-functions."""
-    cql_alpha: float = 5.0
-    """Weight of the conservative term (official `min_q_weight`); with Lagrange it scales the gap."""
+    regularizer_weight: float = 5.0
+    """Weight alpha_cql of the conservative term (the paper's alpha, the official `min_q_weight`); with Lagrange it
+    scales the gap."""
     lagrange_threshold: float = -1.0
-    """Threshold on cql_alpha * gap for CQL-Lagrange (tunes alpha' automatically); negative turns it off."""
-    num_actions: int = 10
+    """Threshold on alpha_cql * gap for CQL-Lagrange (tunes alpha' automatically); negative turns it off."""
+    num_action_samples: int = 10
     """Samples N of each kind (uniform, pi(.|s), pi(.|s')) per state in the log-sum-exp."""
-    temp: float = 1.0
-    """Temperature of the log-sum-exp."""
+    logsumexp_temperature: float = 1.0
+    """Temperature temp of the log-sum-exp (the official code's `temp`)."""
     bc_steps: int = 40_000
     """Initial updates that train the policy by behaviour cloning (official `policy_eval_start`)."""
     backup_entropy: bool = False
@@ -175,12 +177,14 @@ class Args:
 
 def check_args(args: Args) -> None:
     check_common(args)
-    require(math.isfinite(args.cql_alpha) and args.cql_alpha >= 0.0, "cql_alpha", "must be >= 0", args.cql_alpha)
+    require(math.isfinite(args.regularizer_weight) and args.regularizer_weight >= 0.0, "regularizer_weight",
+            "must be >= 0", args.regularizer_weight)
     require(math.isfinite(args.lagrange_threshold), "lagrange_threshold",
             "must be a number (negative turns CQL-Lagrange off)", args.lagrange_threshold)
-    require(isinstance(args.num_actions, int) and args.num_actions >= 1, "num_actions", "must be an integer >= 1",
-            args.num_actions)
-    require(math.isfinite(args.temp) and args.temp > 0.0, "temp", "must be positive", args.temp)
+    require(isinstance(args.num_action_samples, int) and args.num_action_samples >= 1, "num_action_samples",
+            "must be an integer >= 1", args.num_action_samples)
+    require(math.isfinite(args.logsumexp_temperature) and args.logsumexp_temperature > 0.0, "logsumexp_temperature",
+            "must be positive", args.logsumexp_temperature)
     require(isinstance(args.bc_steps, int) and args.bc_steps >= 0, "bc_steps", "must be an integer >= 0",
             args.bc_steps)
     require(args.target_entropy is None or math.isfinite(args.target_entropy), "target_entropy",
@@ -313,9 +317,9 @@ def cql_gap(q_rand: torch.Tensor, q_pi_next: torch.Tensor, q_pi: torch.Tensor, l
     return temp * torch.logsumexp(cat / temp, dim=1).mean(-1) - q_data.mean(-1)
 
 
-def lagrange_loss(alpha_prime: torch.Tensor, gap: torch.Tensor, cql_alpha: float, threshold: float) -> torch.Tensor:
-    """-1/2 sum_i alpha' (cql_alpha gap_i - threshold): minimizing it raises alpha' while gap > threshold."""
-    return -0.5 * (alpha_prime * (cql_alpha * gap.detach() - threshold)).sum()
+def lagrange_loss(alpha_prime: torch.Tensor, gap: torch.Tensor, alpha_cql: float, threshold: float) -> torch.Tensor:
+    """-1/2 sum_i alpha' (alpha_cql gap_i - threshold): minimizing it raises alpha' while gap > threshold."""
+    return -0.5 * (alpha_prime * (alpha_cql * gap.detach() - threshold)).sum()
 
 
 def sac_actor_loss(log_pi: torch.Tensor, q_min: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -348,7 +352,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "cql")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("cql", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -361,7 +366,7 @@ def train(args: Args) -> dict:
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; cql.py needs continuous actions in [-1, 1]")
     scale = return_range_scale(data) if args.reward_scale else 1.0
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
-    obs_dim, act_dim, n_act = data.obs_dim, data.act_dim, args.num_actions
+    obs_dim, act_dim, n_act = data.obs_dim, data.act_dim, args.num_action_samples
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
     lagrange = args.lagrange_threshold >= 0
 
@@ -435,24 +440,25 @@ def train(args: Args) -> dict:
             q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n_act]
             q_pi_next, q_pi = q_all[:, 1 + n_act:1 + 2 * n_act], q_all[:, 1 + 2 * n_act:]
             td = td_loss(q_data, target)
-            gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim, args.temp)
+            gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim,
+                          args.logsumexp_temperature)
 
             metrics = {}
             if lagrange:
                 alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
-                cql = alpha_prime.detach() * (args.cql_alpha * gap - args.lagrange_threshold)
-                ap_loss = lagrange_loss(alpha_prime, gap, args.cql_alpha, args.lagrange_threshold)
+                cql = alpha_prime.detach() * (args.regularizer_weight * gap - args.lagrange_threshold)
+                ap_loss = lagrange_loss(alpha_prime, gap, args.regularizer_weight, args.lagrange_threshold)
                 alpha_prime_opt.zero_grad(set_to_none=True)
                 ap_loss.backward()
                 alpha_prime_opt.step()
                 metrics = {"loss/alpha_prime": ap_loss, "alpha_prime": alpha_prime.detach().squeeze()}
             else:
-                cql = args.cql_alpha * gap
+                cql = args.regularizer_weight * gap
             qf_loss = (td + cql).sum()
             q_opt.zero_grad(set_to_none=True)
             qf_loss.backward()
             q_opt.step()
-            return metrics | {"loss/q_td": td.sum(), "loss/cql": cql.sum(), "cql_gap": gap.mean(),
+            return metrics | {"loss/q": td.sum(), "loss/cql": cql.sum(), "cql_gap": gap.mean(),
                               "q_data": q_data.mean().detach(), "q_rand": q_rand.mean().detach()}
 
         if args.update_order == "authors":

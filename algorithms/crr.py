@@ -41,7 +41,7 @@ Implementation details (from acme unless marked "deviation"):
  6. No reward scaling, no observation normalization.
  7. Deviation: evaluation runs 10 episodes every 5,000 updates; the score is the final evaluation.
 
-Defaults: beta 1, ratio bound 20, m = 4, mean advantage, exp filter (the paper's Eq. 3-4 and acme's
+Defaults: temperature beta 1, ratio bound 20, m = 4, mean advantage, exp filter (the paper's Eq. 3-4 and acme's
 losses.py), SARSA backup (acme's D4RL example, item 3), Adam lr 3e-4 for both networks and hard target
 updates every 100 steps (acme's CRRConfig), gamma 0.99, batch 256, 1M updates. The paper reports no D4RL
 Gym-MuJoCo results (it evaluates on RL Unplugged); acme's D4RL example uses a policy lr of 3e-5 and batch 64.
@@ -76,6 +76,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -107,8 +108,8 @@ class Args:
     """Baseline of the advantage over the m sampled actions: their mean Q (CRR) or max Q (CRR max)."""
     num_action_samples: int = 4
     """Actions m sampled from the policy per state to estimate the baseline."""
-    beta: float = 1.0
-    """Temperature of the exp filter exp(A / beta)."""
+    temperature: float = 1.0
+    """Temperature beta of the exp filter exp(A / beta): larger is flatter, closer to behaviour cloning."""
     max_weight: float = 20.0
     """Clip on the exp filter (acme's ratio_upper_bound)."""
     eval_every: int = 5_000
@@ -142,7 +143,8 @@ def check_args(args: Args) -> None:
     require(args.advantage in ("mean", "max"), "advantage", "must be mean or max", args.advantage)
     require(isinstance(args.num_action_samples, int) and args.num_action_samples >= 1, "num_action_samples",
             "must be an integer >= 1", args.num_action_samples)
-    require(math.isfinite(args.beta) and args.beta > 0.0, "beta", "must be positive", args.beta)
+    require(math.isfinite(args.temperature) and args.temperature > 0.0, "temperature", "must be positive",
+            args.temperature)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
 
@@ -271,7 +273,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "crr")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("crr", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -328,7 +331,7 @@ def train(args: Args) -> dict:
             q_samples = q(obs.repeat(m, 1), policy.sample(obs, m).reshape(m * B, -1)).view(m, B)
         q_data = q(obs, act)
         adv = advantage(q_data, q_samples, args.advantage)
-        weight = crr_filter(adv, args.filter, args.beta, args.max_weight)
+        weight = crr_filter(adv, args.filter, args.temperature, args.max_weight)
         qf_loss = q_loss(q_data, rew, done, next_q, args.gamma)
         pi_loss = actor_loss(policy.log_prob(obs, act), weight)
 

@@ -45,7 +45,7 @@ medium-replay included), lr 3e-4, batch 256, gamma 0.99, tau 0.005, 1M updates.
 
 Usage:
     python algorithms/eql.py                                         # stitch/hopper/medium-replay-v0
-    python algorithms/eql.py --dataset stitch/hopper/medium-v0 --seed 1 --alpha 5.0 --adv-scale 1
+    python algorithms/eql.py --dataset stitch/hopper/medium-v0 --seed 1 --regularizer-weight 5.0 --adv-scale 1
     python algorithms/eql.py --resume runs/eql__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -70,6 +70,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -92,8 +93,9 @@ class Args:
     """Discount factor."""
     tau: float = 0.005
     """Polyak coefficient of the target Q."""
-    alpha: float = 2.0
-    """Temperature of the reverse-KL value regularizer; small alpha moves V toward the max of Q over data actions."""
+    regularizer_weight: float = 2.0
+    """Weight alpha of the reverse-KL value regularizer (the temperature of V's soft maximum); small alpha moves V
+    toward the max of Q over the data's actions, large toward their mean."""
     adv_scale: float = 10.0
     """k in the actor weight exp(k A / alpha): 10 in the authors' code, 1 in the paper's closed-form policy."""
     max_weight: float = 100.0
@@ -126,7 +128,7 @@ class Args:
 
 def check_args(args: Args) -> None:
     check_common(args)
-    require(args.alpha > 0.0, "alpha", "must be positive", args.alpha)
+    require(args.regularizer_weight > 0.0, "regularizer_weight", "must be positive", args.regularizer_weight)
     require(args.adv_scale >= 0.0, "adv_scale", "must be >= 0", args.adv_scale)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
@@ -244,7 +246,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "eql")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("eql", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -286,7 +289,7 @@ def train(args: Args) -> dict:
         obs, act, rew, next_obs, done = batch
         with torch.no_grad():
             q_min = q_target(obs, act).min(0).values  # fixed until the target update at the end
-        v_loss = value_loss(value(obs).squeeze(-1), q_min, args.alpha)
+        v_loss = value_loss(value(obs).squeeze(-1), q_min, args.regularizer_weight)
         v_opt.zero_grad(set_to_none=True)
         v_loss.backward()
         v_opt.step()
@@ -294,7 +297,7 @@ def train(args: Args) -> dict:
         with torch.no_grad():  # the actor and Q use the freshly updated V
             adv = q_min - value(obs).squeeze(-1)
             next_v = value(next_obs).squeeze(-1)
-            weight = actor_weight(adv, args.alpha, args.adv_scale, args.max_weight)
+            weight = actor_weight(adv, args.regularizer_weight, args.adv_scale, args.max_weight)
         pi_loss = actor_loss(policy.log_prob(obs, act), weight)
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()

@@ -62,6 +62,7 @@ from common.evaluation import evaluate  # noqa: E402
 from common.fast import adam, fast_update  # noqa: E402
 from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -86,8 +87,8 @@ class Args:
     """Polyak coefficient of the target Q."""
     expectile: float = 0.7
     """Expectile of Q that V regresses to, in (0, 1); 0.5 is the mean (SARSA), near 1 the max."""
-    beta: float = 3.0
-    """Inverse temperature of the advantage weights exp(beta * A)."""
+    inverse_temperature: float = 3.0
+    """Inverse temperature beta of the advantage weights exp(beta * A): 0 is behaviour cloning."""
     max_weight: float = 100.0
     """Clip on the exponentiated advantage."""
     init: Literal["orthogonal", "torch"] = "orthogonal"
@@ -123,7 +124,7 @@ class Args:
 def check_args(args: Args) -> None:
     check_common(args)
     require(0.0 < args.expectile < 1.0, "expectile", "must be in (0, 1)", args.expectile)
-    require(args.beta >= 0.0, "beta", "must be >= 0", args.beta)
+    require(args.inverse_temperature >= 0.0, "inverse_temperature", "must be >= 0", args.inverse_temperature)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
     require(args.init in ("orthogonal", "torch"), "init", "must be 'orthogonal' or 'torch'", args.init)
@@ -235,7 +236,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "iql")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("iql", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -286,7 +288,7 @@ def train(args: Args) -> dict:
         with torch.no_grad():  # the actor and Q use the freshly updated V
             adv = q_min - value(obs).squeeze(-1)
             next_v = value(next_obs).squeeze(-1)
-        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.beta, args.max_weight)
+        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.inverse_temperature, args.max_weight)
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()
         pi_opt.step()

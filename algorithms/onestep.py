@@ -36,7 +36,7 @@ Implementation details (all from the authors' code unless marked "deviation"):
     log-probability in the weighted regression. Weights are clipped at 100.
  6. Networks: 2 hidden layers of 1024 ReLU units, PyTorch's default initialization. Adam, lr 1e-4
     everywhere, batch 512, gamma 0.99.
- 7. Deviation: the paper tuned the improvement's temperature tau per dataset by online evaluation over
+ 7. Deviation: the paper tuned the improvement's inverse temperature tau per dataset by online evaluation over
     {0.1, 0.3, 1, 3, 10, 30} (the sweep in the authors' figures notebook) and the chosen values are not
     published; the default here is 1.0, the middle of that sweep. (The repository's exp_weight.yaml
     default, 0.01, is outside the sweep.) The reverse-KL variant's alpha defaults to the repository's 1.0
@@ -51,7 +51,7 @@ locomotion results use the exponentially weighted improvement.
 
 Usage:
     python algorithms/onestep.py                                     # stitch/hopper/medium-replay-v0
-    python algorithms/onestep.py --total-steps 260000 --temperature 3.0
+    python algorithms/onestep.py --total-steps 260000 --inverse-temperature 3.0
     python algorithms/onestep.py --resume runs/onestep__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -78,6 +78,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -108,14 +109,15 @@ class Args:
     """Q updates between target-Q updates."""
     improvement: Literal["exp_weight", "reverse_kl"] = "exp_weight"
     """Policy-improvement operator: exponentially weighted regression, or reverse-KL-regularized Q maximization."""
-    temperature: float = 1.0
-    """exp_weight: inverse temperature tau of the weights exp(tau * A) (the paper tuned it per dataset)."""
+    inverse_temperature: float = 1.0
+    """exp_weight: inverse temperature tau of the weights exp(tau * A), 0 is behaviour cloning (the paper tuned
+    it per dataset)."""
     max_weight: float = 100.0
     """exp_weight: clip on the exponentiated advantage."""
-    alpha: float = 1.0
-    """reverse_kl: weight of the KL(pi || beta) penalty."""
-    n_samples: int = 10
-    """Actions sampled per state: from beta for the value baseline, from pi for the KL estimate."""
+    regularizer_weight: float = 1.0
+    """reverse_kl: weight alpha of the KL(pi || beta) penalty."""
+    num_action_samples: int = 10
+    """Actions N sampled per state: from beta for the value baseline, from pi for the KL estimate."""
     eval_every: int = 5_000
     """Updates between evaluations."""
     eval_episodes: int = 10
@@ -154,11 +156,12 @@ def check_args(args: Args) -> None:
     require(q_end < args.total_steps, "total_steps", f"must exceed bc_steps + q_steps = {q_end} (phase 3 needs "
             "at least one update)", args.total_steps)
     require(args.target_update_every > 0, "target_update_every", "must be a positive integer", args.target_update_every)
-    require(math.isfinite(args.temperature) and args.temperature >= 0.0, "temperature", "must be >= 0",
-            args.temperature)
+    require(math.isfinite(args.inverse_temperature) and args.inverse_temperature >= 0.0, "inverse_temperature",
+            "must be >= 0", args.inverse_temperature)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
-    require(math.isfinite(args.alpha) and args.alpha >= 0.0, "alpha", "must be >= 0", args.alpha)
-    require(args.n_samples > 0, "n_samples", "must be a positive integer", args.n_samples)
+    require(math.isfinite(args.regularizer_weight) and args.regularizer_weight >= 0.0, "regularizer_weight",
+            "must be >= 0", args.regularizer_weight)
+    require(args.num_action_samples > 0, "num_action_samples", "must be a positive integer", args.num_action_samples)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
 
 
@@ -235,9 +238,9 @@ def advantage(q_data: torch.Tensor, q_samples: torch.Tensor) -> torch.Tensor:
     return q_data - q_samples.mean(0)
 
 
-def exp_weight_loss(log_prob: torch.Tensor, adv: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:
+def exp_weight_loss(log_prob: torch.Tensor, adv: torch.Tensor, tau: float, max_weight: float) -> torch.Tensor:
     """L_pi = -E[min(exp(tau A(s, a)), max_weight) log pi(a|s)]  (phase 3, exponentially weighted)."""
-    weight = torch.exp(temperature * adv.detach()).clamp(max=max_weight)
+    weight = torch.exp(tau * adv.detach()).clamp(max=max_weight)
     return -(weight * log_prob).mean()
 
 
@@ -262,7 +265,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "onestep")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("onestep", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -323,21 +327,22 @@ def train(args: Args) -> dict:
         if k % args.target_update_every == 0:  # the authors' target_update_freq: every 2nd Q update
             with torch.no_grad():
                 torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
-        return {"loss/q": loss, "q_mean": q_sa.detach().mean()}
+        return {"loss/q": loss, "q_data": q_sa.detach().mean()}
 
     def pi_update(obs, act) -> dict[str, torch.Tensor]:
         if args.improvement == "exp_weight":
             with torch.no_grad():
-                samples = behaviour.dist(obs).sample((args.n_samples,))  # [N, B, act]
-                adv = advantage(q(obs, act), q(obs.expand(args.n_samples, -1, -1), samples))
-            loss = exp_weight_loss(policy.log_prob(obs, act.clamp(-1 + 1e-4, 1 - 1e-4)), adv, args.temperature,
-                                   args.max_weight)
+                samples = behaviour.dist(obs).sample((args.num_action_samples,))  # [N, B, act]
+                adv = advantage(q(obs, act), q(obs.expand(args.num_action_samples, -1, -1), samples))
+            loss = exp_weight_loss(policy.log_prob(obs, act.clamp(-1 + 1e-4, 1 - 1e-4)), adv,
+                                   args.inverse_temperature, args.max_weight)
             metrics = {"adv_mean": adv.mean(), "adv_std": adv.std()}
         else:
             dist = policy.dist(obs)
-            a_pi, a_kl = dist.rsample(), dist.rsample((args.n_samples,))
+            a_pi, a_kl = dist.rsample(), dist.rsample((args.num_action_samples,))
             q_pi = q(obs, a_pi)
-            loss = reverse_kl_loss(q_pi, dist.log_prob(a_kl).sum(-1), behaviour.log_prob(obs, a_kl), args.alpha)
+            loss = reverse_kl_loss(q_pi, dist.log_prob(a_kl).sum(-1), behaviour.log_prob(obs, a_kl),
+                                   args.regularizer_weight)
             metrics = {"q_pi": q_pi.detach().mean()}
         pi_opt.zero_grad(set_to_none=True)
         loss.backward()

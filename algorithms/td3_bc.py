@@ -28,7 +28,7 @@ gamma 0.99, tau 0.005, policy noise 0.2, noise clip 0.5, policy_freq 2, 1M updat
 
 Usage:
     python algorithms/td3_bc.py                                      # stitch/hopper/medium-replay-v0
-    python algorithms/td3_bc.py --dataset stitch/hopper/medium-v0 --alpha 2.5 --seed 1
+    python algorithms/td3_bc.py --dataset stitch/hopper/medium-v0 --q-weight 2.5 --seed 1
     python algorithms/td3_bc.py --resume runs/td3_bc__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -54,6 +54,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset, observation_stats  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -76,8 +77,8 @@ class Args:
     """Discount factor."""
     tau: float = 0.005
     """Polyak coefficient of the target networks."""
-    alpha: float = 2.5
-    """Weight of the Q term relative to behaviour cloning (lambda = alpha / mean |Q|)."""
+    q_weight: float = 2.5
+    """Weight alpha of the Q term relative to behaviour cloning (lambda = alpha / mean |Q|): larger clones less."""
     policy_noise: float = 0.2
     """Std of the target policy smoothing noise."""
     noise_clip: float = 0.5
@@ -110,7 +111,7 @@ class Args:
 
 def check_args(args: Args) -> None:
     check_common(args)
-    require(args.alpha >= 0.0, "alpha", "must be >= 0", args.alpha)
+    require(args.q_weight >= 0.0, "q_weight", "must be >= 0", args.q_weight)
     require(args.policy_noise >= 0.0, "policy_noise", "must be >= 0", args.policy_noise)
     require(args.noise_clip >= 0.0, "noise_clip", "must be >= 0", args.noise_clip)
     require(args.policy_freq >= 1, "policy_freq", "must be a positive integer", args.policy_freq)
@@ -196,7 +197,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "td3_bc")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("td3_bc", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -252,7 +254,7 @@ def train(args: Args) -> dict:
         if step % args.policy_freq == 0:  # delayed actor and target updates
             pi = actor(obs)
             q.requires_grad_(False)
-            pi_loss = actor_loss(q(obs, pi)[0], pi, act, args.alpha)
+            pi_loss = actor_loss(q(obs, pi)[0], pi, act, args.q_weight)
             q.requires_grad_(True)
             actor_opt.zero_grad(set_to_none=True)
             pi_loss.backward()

@@ -29,7 +29,7 @@ Implementation details (all from the authors' code unless marked "deviation"):
     `layernorm=True`); Q and the policy have none. No dropout anywhere.
  5. Update order per step: V, then the actor, then Q (backed up through the freshly updated V), then
     Polyak averaging of the target Q (tau = 0.005). One V update per step (`num_v_updates=1`).
- 6. The AWR temperature (3.0) is IQL's and independent of the Gumbel beta.
+ 6. The AWR inverse temperature beta_awr (3.0) is IQL's and independent of the Gumbel beta.
  7. Everything else as IQL: rewards r <- 1000 r / (max - min episode return), no observation
     normalization, dataset actions clipped to +-(1 - 1e-5), Gaussian policy with mean tanh(linear)
     and a state-independent log-std in [-5, 2], evaluation with the mean action, orthogonal init
@@ -41,13 +41,13 @@ Implementation details (all from the authors' code unless marked "deviation"):
 
 Default hyperparameters are X-QL C, the paper's "consistent" Gym-MuJoCo setting (the X-QL C column of
 its D4RL locomotion table; `reproduce/mujoco/mujoco_consistent.sh`): Gumbel beta 2, max_clip 7, batch
-256; plus the mujoco config (configs/mujoco_config.py): lr 3e-4, AWR temperature 3.0, gamma 0.99,
+256; plus the mujoco config (configs/mujoco_config.py): lr 3e-4, AWR inverse temperature 3.0, gamma 0.99,
 tau 0.005, LayerNorm on V, 1M updates. The tuned variant (X-QL T) changes beta / clip / batch per dataset
 (e.g. hopper-medium-replay: beta 2, clip 7, batch 256, the same as X-QL C; walker2d-medium: beta 10).
 
 Usage:
     python algorithms/xql.py                                         # stitch/hopper/medium-replay-v0
-    python algorithms/xql.py --dataset stitch/hopper/medium-v0 --gumbel-beta 5 --batch-size 1024   # X-QL T
+    python algorithms/xql.py --dataset stitch/hopper/medium-v0 --regularizer-weight 5 --batch-size 1024   # X-QL T
     python algorithms/xql.py --resume runs/xql__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -73,6 +73,7 @@ from common.config import ArgumentError, check_common, require, resolve_device  
 from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
+from common.vocabulary import upgrade_args  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -95,14 +96,15 @@ class Args:
     """Discount factor."""
     tau: float = 0.005
     """Polyak coefficient of the target Q."""
-    gumbel_beta: float = 2.0
-    """Temperature beta of the Gumbel regression, V -> beta log E[exp(Q / beta)]: small is near the max of Q."""
+    regularizer_weight: float = 2.0
+    """Weight beta of the KL regularizer toward the data's actions, the Gumbel regression's temperature:
+    V -> beta log E[exp(Q / beta)], near the max of Q for small beta and the mean for large."""
     max_clip: float = 7.0
     """Upper clip on the Gumbel loss's exponent (Q - V) / beta."""
     layer_norm: bool = True
     """LayerNorm after each hidden layer of V."""
-    beta: float = 3.0
-    """Inverse temperature of the advantage weights exp(beta * A) (IQL's, independent of gumbel_beta)."""
+    inverse_temperature: float = 3.0
+    """Inverse temperature beta_awr of the advantage weights exp(beta_awr * A) (IQL's beta, not the Gumbel beta)."""
     max_weight: float = 100.0
     """Clip on the exponentiated advantage."""
     reward_scale: bool = True
@@ -131,10 +133,10 @@ class Args:
 
 def check_args(args: Args) -> None:
     check_common(args)
-    require(math.isfinite(args.gumbel_beta) and args.gumbel_beta > 0.0, "gumbel_beta", "must be positive",
-            args.gumbel_beta)
+    require(math.isfinite(args.regularizer_weight) and args.regularizer_weight > 0.0, "regularizer_weight",
+            "must be positive", args.regularizer_weight)
     require(math.isfinite(args.max_clip) and args.max_clip > 0.0, "max_clip", "must be positive", args.max_clip)
-    require(args.beta >= 0.0, "beta", "must be >= 0", args.beta)
+    require(args.inverse_temperature >= 0.0, "inverse_temperature", "must be >= 0", args.inverse_temperature)
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
 
@@ -251,7 +253,8 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "xql")
         try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**json.loads(state["args"])), resume=args.resume, progress=args.progress)
+            args = dataclasses.replace(Args(**upgrade_args("xql", json.loads(state["args"]))), resume=args.resume,
+                                       progress=args.progress)
         except TypeError as e:
             raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
     check_args(args)
@@ -293,7 +296,7 @@ def train(args: Args) -> dict:
         obs, act, rew, next_obs, done = batch
         with torch.no_grad():
             q_min = q_target(obs, act).min(0).values  # fixed until the target update at the end
-        v_loss = value_loss(value(obs).squeeze(-1), q_min, args.gumbel_beta, args.max_clip)
+        v_loss = value_loss(value(obs).squeeze(-1), q_min, args.regularizer_weight, args.max_clip)
         v_opt.zero_grad(set_to_none=True)
         v_loss.backward()
         v_opt.step()
@@ -302,7 +305,7 @@ def train(args: Args) -> dict:
             v = value(obs).squeeze(-1)
             adv = q_min - v
             next_v = value(next_obs).squeeze(-1)
-        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.beta, args.max_weight)
+        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.inverse_temperature, args.max_weight)
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()
         pi_opt.step()

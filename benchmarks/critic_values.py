@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.speed import write_results  # noqa: E402
 from common.data import load_dataset  # noqa: E402
 from common.logging import logged  # noqa: E402
+from common.vocabulary import RENAMED_METRICS  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -44,7 +45,7 @@ class Args:
     runs: list[str] = dataclasses.field(default_factory=list)
     """Run folders (with metrics.jsonl and args.json)."""
     metric: str = "q_data"
-    """The Q metric the runs log (awac: q_data; onestep: q_mean)."""
+    """The Q metric the runs log (awac, cql, crr, onestep: q_data, the mean Q of the data's actions)."""
     every: int = 5000
     """Report the metric at multiples of this many updates (and at the last logged step)."""
     out: str | None = None
@@ -65,7 +66,9 @@ def discounted_returns(rewards: np.ndarray, episode_starts: np.ndarray, episode_
 
 def metric_trajectory(metrics_file: Path, metric: str, every: int) -> dict[str, float]:
     """{step: value} of `metric` at the multiples of `every` (and the last step) it was logged at."""
-    points = logged(metrics_file, metric)
+    points: dict = {}
+    for name in [old for old, new in RENAMED_METRICS.items() if new == metric] + [metric]:
+        points |= logged(metrics_file, name)  # a run logged before the rename (onestep's q_mean) has the old name
     if not points:
         raise SystemExit(f"error: {metrics_file} logs no {metric!r}")
     last = max(points)

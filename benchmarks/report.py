@@ -43,6 +43,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.peers import D3RLPY_ALGOS  # noqa: E402  (stdlib only)
+from common.vocabulary import upgrade_flags  # noqa: E402  (stdlib only)
 
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 # peer algorithm -> our script it is compared with: d3rlpy's algorithm names are our scripts' names
@@ -75,7 +76,9 @@ class Variant:
 
 
 def variant_of(record: dict) -> Variant:
-    flags = [f for f in record.get("flags", []) if re.split(r"[= ]", f, maxsplit=1)[0] not in BOOKKEEPING_FLAGS]
+    """The record's column; flags renamed since it was recorded (`--cql-alpha`) go by their new names."""
+    flags = [f for f in upgrade_flags(record["algo"], record.get("flags", []))
+             if re.split(r"[= ]", f, maxsplit=1)[0] not in BOOKKEEPING_FLAGS]
     return Variant(record["algo"], tuple(sorted(flags)), int(record["total_steps"]))
 
 

@@ -120,7 +120,10 @@ class Cell(NamedTuple):
 
 
 def cell_key(algo: str, dataset: str, seed: int, total_steps: int, flags: list[str]) -> str:
-    return json.dumps([algo, dataset, seed, total_steps, sorted(flags)])
+    """The cell's identity; flags renamed since a record was written (`--cql-alpha`) count by their new names."""
+    from common.vocabulary import upgrade_flags
+
+    return json.dumps([algo, dataset, seed, total_steps, sorted(upgrade_flags(algo, flags))])
 
 
 def keyed_records(results: Path) -> dict[str, tuple[dict, int]]:

@@ -119,7 +119,7 @@ def test_train_smoke(tiny_hopper, tmp_path):
 # Bad input
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
-    ("batch_size", -1, "--batch-size"), ("awac_lambda", 0.0, "--awac-lambda"), ("awac_lambda", -1.0, "--awac-lambda"),
+    ("batch_size", -1, "--batch-size"), ("temperature", 0.0, "--temperature"), ("temperature", -1.0, "--temperature"),
     ("actor_weight_decay", -1e-4, "--actor-weight-decay"), ("hidden_dim", 0, "--hidden-dim"),
     ("tau", 0.0, "--tau"), ("gamma", 1.0, "--gamma"), ("actor_lr", 0.0, "--actor-lr"),
 ])

@@ -223,7 +223,8 @@ def test_marwil_smoke_moves_the_running_norm(tiny_hopper, tmp_path):
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", -1, "--batch-size"), ("td_lambda", 1.5, "--td-lambda"), ("td_lambda", -0.1, "--td-lambda"),
     ("value_target", "gae", "--value-target"), ("weighting", "awac", "--weighting"),
-    ("temperature", 0.0, "--temperature"), ("max_weight", 0.0, "--max-weight"), ("marwil_beta", -1.0, "--marwil-beta"),
+    ("temperature", 0.0, "--temperature"), ("max_weight", 0.0, "--max-weight"),
+    ("inverse_temperature", -1.0, "--inverse-temperature"),
     ("marwil_norm_rate", 2.0, "--marwil-norm-rate"), ("marwil_norm_init", 0.0, "--marwil-norm-init"),
     ("action_std", 0.0, "--action-std"), ("momentum", 1.0, "--momentum"), ("recompute_every", 0, "--recompute-every"),
     ("hidden_dim", 1, "--hidden-dim"), ("critic_lr", 0.0, "--critic-lr"), ("gamma", 1.0, "--gamma"),

@@ -228,6 +228,19 @@ def test_reuse_copies_cells_another_results_file_holds_and_trains_the_rest(tmp_p
             run_grid.main(dataclasses.replace(args, reuse=bad))
 
 
+def test_cells_recorded_with_a_flag_renamed_since_match_the_new_flag(tmp_path):
+    # committed results hold cql cells run with `--cql-alpha=10`; the README's command now says
+    # `--regularizer-weight=10`: the same cell, found as done (and by --reuse), not trained again
+    old = {"algo": "cql", "dataset": "d", "seed": 0, "total_steps": 100, "flags": ["--bc-steps=0", "--cql-alpha=10"],
+           "final_score": 1.0, "evals": []}
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps(old) + "\n")
+    key = run_grid.cell_key("cql", "d", 0, 100, ["--regularizer-weight=10", "--bc-steps=0"])
+    assert key in run_grid.keyed_records(results) and key in run_grid.done_keys(results)
+    assert run_grid.cell_key("iql", "d", 0, 100, ["--cql-alpha=10"]) != run_grid.cell_key(
+        "iql", "d", 0, 100, ["--regularizer-weight=10"])  # renames are per script
+
+
 def test_build_speed_times_a_build_in_a_private_root(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "build.json"
@@ -277,6 +290,10 @@ def test_critic_values_reads_the_q_metric_and_the_datasets_discounted_returns(ti
 
     with pytest.raises(SystemExit, match="logs no 'nope'"):
         critic_values(CriticArgs(dataset=tiny_hopper, runs=[str(run)], metric="nope"))
+    # a onestep run logged before q_mean was renamed q_data (and resumed after): both read as q_data
+    old = tmp_path / "old_metrics.jsonl"
+    old.write_text('{"step": 10, "q_mean": 1.0}\n{"step": 20, "q_data": 2.0}\n')
+    assert metric_trajectory(old, "q_data", every=10) == {"10": 1.0, "20": 2.0}
     with pytest.raises(SystemExit, match="has no metrics.jsonl"):
         critic_values(CriticArgs(dataset=tiny_hopper, runs=[str(runs)]))
     with pytest.raises(SystemExit, match="--every must be at least 1"):

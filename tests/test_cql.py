@@ -73,8 +73,8 @@ def test_td_loss():
 def test_lagrange_loss_raises_alpha_prime_only_above_the_threshold():
     log_alpha_prime = torch.zeros(1, requires_grad=True)  # alpha' = 1
     gap = torch.tensor([3.0, 1.0], requires_grad=True)
-    # cql_alpha = 2, threshold = 1: -1/2 (1 * (6 - 1) + 1 * (2 - 1)) = -3
-    loss = cql.lagrange_loss(log_alpha_prime.exp(), gap, cql_alpha=2.0, threshold=1.0)
+    # alpha_cql = 2, threshold = 1: -1/2 (1 * (6 - 1) + 1 * (2 - 1)) = -3
+    loss = cql.lagrange_loss(log_alpha_prime.exp(), gap, alpha_cql=2.0, threshold=1.0)
     torch.testing.assert_close(loss, torch.tensor(-3.0))
     loss.backward()
     # d/d log alpha' = alpha' * (-3) = -3 < 0: gradient descent raises alpha'
@@ -83,7 +83,7 @@ def test_lagrange_loss_raises_alpha_prime_only_above_the_threshold():
 
     log_alpha_prime.grad = None
     small = torch.tensor([0.2, 0.1])  # 2 * gap below the threshold: -1/2 ((0.4 - 1) + (0.2 - 1)) = 0.7
-    loss = cql.lagrange_loss(log_alpha_prime.exp(), small, cql_alpha=2.0, threshold=1.0)
+    loss = cql.lagrange_loss(log_alpha_prime.exp(), small, alpha_cql=2.0, threshold=1.0)
     torch.testing.assert_close(loss, torch.tensor(0.7))
     loss.backward()
     assert log_alpha_prime.grad.item() > 0  # alpha' shrinks
@@ -218,7 +218,7 @@ def test_torch_init_is_nn_linear_default():
 # ----------------------------------------------------------------------------------------------
 # Smoke: a few hundred updates end to end, in-process, and an exact resume
 # ----------------------------------------------------------------------------------------------
-TINY = dict(hidden_dim=32, batch_size=32, num_actions=3, bc_steps=100, total_steps=200, eval_every=100,
+TINY = dict(hidden_dim=32, batch_size=32, num_action_samples=3, bc_steps=100, total_steps=200, eval_every=100,
             eval_episodes=1, log_every=50, checkpoint_every=100, progress=False)
 
 
@@ -237,8 +237,8 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     args = cql.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), **TINY)
     result = cql.train(args)
     _, records, ckpt = check_finished_run(
-        cql, args, result, loss_key="loss/q_td", networks=("q", "q_target", "policy"),
-        finite=("loss/q_td", "loss/cql", "loss/actor", "loss/alpha", "alpha", "cql_gap", "q_data", "entropy"))
+        cql, args, result, loss_key="loss/q", networks=("q", "q_target", "policy"),
+        finite=("loss/q", "loss/cql", "loss/actor", "loss/alpha", "alpha", "cql_gap", "q_data", "entropy"))
 
     # continuing from the step-100 checkpoint reproduces steps 101..200 exactly
     resumed = cql.train(cql.Args(resume=str(crashed), progress=False))
@@ -260,11 +260,11 @@ def test_lagrange_and_entropy_backup_smoke(tiny_hopper, tmp_path):
     assert math.isfinite(result["final_score"])
     (run_dir,) = (tmp_path / "runs").iterdir()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r for r in records if "loss/q_td" in r]
+    losses = [r for r in records if "loss/q" in r]
     assert len(losses) == 2
     for r in losses:
         assert math.isfinite(r["loss/alpha_prime"]) and r["alpha_prime"] > 0
-    # the gap starts far above threshold / cql_alpha = 0.2, so alpha' has grown from 1
+    # the gap starts far above threshold / alpha_cql = 0.2, so alpha' has grown from 1
     assert losses[-1]["alpha_prime"] > 1.0
 
 
@@ -326,8 +326,10 @@ def test_init_and_log_std_flags_reach_the_networks(tiny_hopper, tmp_path, monkey
 # Bad input
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
-    ("cql_alpha", -1.0, "--cql-alpha"), ("num_actions", 0, "--num-actions"), ("temp", 0.0, "--temp"),
-    ("temp", -1.0, "--temp"), ("bc_steps", -1, "--bc-steps"), ("lagrange_threshold", math.nan, "--lagrange-threshold"),
+    ("regularizer_weight", -1.0, "--regularizer-weight"), ("num_action_samples", 0, "--num-action-samples"),
+    ("logsumexp_temperature", 0.0, "--logsumexp-temperature"),
+    ("logsumexp_temperature", -1.0, "--logsumexp-temperature"), ("bc_steps", -1, "--bc-steps"),
+    ("lagrange_threshold", math.nan, "--lagrange-threshold"),
     ("target_entropy", math.inf, "--target-entropy"), ("hidden_dim", 0, "--hidden-dim"),
     ("actor_lr", 0.0, "--actor-lr"), ("tau", 0.0, "--tau"), ("batch_size", -1, "--batch-size"),
     ("init", "xavier", "--init"), ("target_action", "max", "--target-action"),
@@ -347,9 +349,10 @@ def test_mean_target_action_refuses_the_entropy_backup(tmp_path):
 
 
 def test_flags_parse():
-    args = tyro.cli(cql.Args, args=["--cql-alpha", "10", "--lagrange-threshold", "5", "--backup-entropy",
-                                    "--num-actions", "4", "--target-entropy", "-2"])
-    assert (args.cql_alpha, args.lagrange_threshold, args.backup_entropy, args.num_actions) == (10.0, 5.0, True, 4)
+    args = tyro.cli(cql.Args, args=["--regularizer-weight", "10", "--lagrange-threshold", "5", "--backup-entropy",
+                                    "--num-action-samples", "4", "--target-entropy", "-2"])
+    assert (args.regularizer_weight, args.lagrange_threshold, args.backup_entropy,
+            args.num_action_samples) == (10.0, 5.0, True, 4)
     assert args.target_entropy == -2.0 and cql.Args().target_entropy is None and cql.Args().lagrange_threshold < 0
     args = tyro.cli(cql.Args, args=["--init", "torch", "--target-action", "mean", "--update-order", "critic-first",
                                     "--log-std-min", "-20"])

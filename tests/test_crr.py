@@ -167,7 +167,8 @@ def test_binary_max_variant_and_stale_targets_between_copies(tiny_hopper, tmp_pa
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", -1, "--batch-size"), ("filter", "softmax", "--filter"), ("advantage", "min", "--advantage"),
-    ("num_action_samples", 0, "--num-action-samples"), ("beta", 0.0, "--beta"), ("max_weight", 0.0, "--max-weight"),
+    ("num_action_samples", 0, "--num-action-samples"), ("temperature", 0.0, "--temperature"),
+    ("max_weight", 0.0, "--max-weight"),
     ("backup", "td", "--backup"), ("target_update_every", 0, "--target-update-every"),
     ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"),
 ])

@@ -146,7 +146,8 @@ def test_train_smoke(tiny_hopper, tmp_path):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", -1, "--batch-size"), ("expectile", 0.0, "--expectile"), ("expectile", 1.5, "--expectile"),
-    ("expectile", 1.0, "--expectile"), ("beta", -0.1, "--beta"), ("max_weight", 0.0, "--max-weight"),
+    ("expectile", 1.0, "--expectile"), ("inverse_temperature", -0.1, "--inverse-temperature"),
+    ("max_weight", 0.0, "--max-weight"),
     ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"), ("gamma", 1.0, "--gamma"),
     ("init", "xavier", "--init"),
 ])

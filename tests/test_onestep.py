@@ -43,16 +43,16 @@ def test_advantage_against_sampled_behaviour_actions():
 def test_exp_weight_loss():
     log_prob = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
     adv = torch.tensor([0.0, 10.0, -2 * math.log(2.0)], requires_grad=True)
-    # temperature 0.5, max_weight 100: w = [exp(0), min(exp(5), 100), exp(-ln 2)] = [1, 100, 0.5]
+    # inverse temperature tau = 0.5, max_weight 100: w = [exp(0), min(exp(5), 100), exp(-ln 2)] = [1, 100, 0.5]
     # loss = -mean(w log pi) = -(1 * -1 + 100 * -2 + 0.5 * -0.5) / 3 = 201.25 / 3
-    loss = onestep.exp_weight_loss(log_prob, adv, temperature=0.5, max_weight=100.0)
+    loss = onestep.exp_weight_loss(log_prob, adv, tau=0.5, max_weight=100.0)
     torch.testing.assert_close(loss, torch.tensor(201.25 / 3))
     loss.backward()
     torch.testing.assert_close(log_prob.grad, torch.tensor([-1.0, -100.0, -0.5]) / 3)
     assert adv.grad is None  # the weights are constants
     # a larger advantage gets a larger weight: the gradient pulls harder on the better action
     assert log_prob.grad[1] < log_prob.grad[0] < log_prob.grad[2]
-    # temperature 0 is behaviour cloning: loss = -mean(log pi) = 3.5 / 3
+    # tau = 0 is behaviour cloning: loss = -mean(log pi) = 3.5 / 3
     torch.testing.assert_close(onestep.exp_weight_loss(log_prob, adv, 0.0, 100.0), torch.tensor(3.5 / 3))
 
 
@@ -160,7 +160,7 @@ def test_train_smoke(tiny_hopper, tmp_path):
     assert [r["phase"] for r in logs] == [1, 2, 2, 2, 2]
     assert math.isfinite(logs[0]["loss/bc"])
     for r in logs[1:]:
-        assert math.isfinite(r["loss/q"]) and math.isfinite(r["q_mean"])
+        assert math.isfinite(r["loss/q"]) and math.isfinite(r["q_data"])
 
 
 def test_reverse_kl_improvement_trains(tiny_hopper, tmp_path):
@@ -178,8 +178,9 @@ def test_reverse_kl_improvement_trains(tiny_hopper, tmp_path):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", -1, "--batch-size"), ("bc_steps", -1, "--bc-steps"), ("q_steps", -5, "--q-steps"),
-    ("total_steps", 0, "--total-steps"), ("temperature", -0.1, "--temperature"), ("max_weight", 0.0, "--max-weight"),
-    ("alpha", -1.0, "--alpha"), ("n_samples", 0, "--n-samples"), ("target_update_every", 0, "--target-update-every"),
+    ("total_steps", 0, "--total-steps"), ("inverse_temperature", -0.1, "--inverse-temperature"),
+    ("max_weight", 0.0, "--max-weight"), ("regularizer_weight", -1.0, "--regularizer-weight"),
+    ("num_action_samples", 0, "--num-action-samples"), ("target_update_every", 0, "--target-update-every"),
     ("hidden_dim", 0, "--hidden-dim"), ("gamma", 1.0, "--gamma"), ("actor_lr", 0.0, "--actor-lr"),
 ])
 def test_bad_flags_name_the_flag(field, value, flag, tmp_path):

@@ -97,6 +97,14 @@ def test_variant_labels_split_by_flags_and_steps_but_not_bookkeeping():
     assert sql.label(show_steps=True) == "sql (--actor-weight=paper --tau=0.9, 100 updates)"
 
 
+def test_flags_recorded_before_a_rename_count_by_their_new_names():
+    # committed results hold `--cql-alpha=10`, renamed `--regularizer-weight`: one column, under today's flag
+    old = variant_of(record("cql", "d", 0, 1.0, flags=("--bc-steps=0", "--cql-alpha=10")))
+    new = variant_of(record("cql", "d", 1, 1.0, flags=("--regularizer-weight=10", "--bc-steps=0")))
+    assert old == new and old.label(show_steps=False) == "cql (--bc-steps=0 --regularizer-weight=10)"
+    assert variant_of(record("d3rlpy_cql", "d", 0, 1.0, flags=("--cql-alpha=10",))).flags == ("--cql-alpha=10",)
+
+
 def test_tables_from_synthetic_results(tmp_path):
     records = [record("bc", "A", 0, 10.0, best=15.0), record("bc", "A", 1, 30.0),
                record("bc", "B", 0, 50.0), record("bc", "B", 1, 70.0, best=90.0),
@@ -162,7 +170,8 @@ def test_long_variant_labels_stay_inside_the_plots(tmp_path, monkeypatch):
 
     figures = {}
     monkeypatch.setattr(report_module, "save_png", lambda fig, path: figures.__setitem__(path.name, fig))
-    long = ("--bc-steps=0", "--cql-alpha=10", "--init=torch", "--target-action=mean", "--update-order=critic-first")
+    long = ("--bc-steps=0", "--init=torch", "--regularizer-weight=10", "--target-action=mean",
+            "--update-order=critic-first")
     records = [record("cql", d, s, 10.0 + s, flags=flags) for d in ("A", "B") for s in range(2)
                for flags in ((), long, long[:2], long[:3])] + [record("bc", "A", 0, 5.0)]
     main(Args(results=[write_jsonl(tmp_path / "r.jsonl", records)], out=str(tmp_path / "r.md"), bootstrap_reps=50))

@@ -131,7 +131,8 @@ def test_train_smoke(form, tiny_hopper, tmp_path):
 # Bad input
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
-    ("batch_size", -1, "--batch-size"), ("alpha", 0.0, "--alpha"), ("alpha", -1.0, "--alpha"),
+    ("batch_size", -1, "--batch-size"), ("regularizer_weight", 0.0, "--regularizer-weight"),
+    ("regularizer_weight", -1.0, "--regularizer-weight"),
     ("actor_weight", "best", "--actor-weight"), ("max_weight", 0.0, "--max-weight"),
     ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"), ("gamma", 1.0, "--gamma"),
 ])

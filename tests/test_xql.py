@@ -128,8 +128,10 @@ def test_train_smoke(tiny_hopper, tmp_path):
 # Bad input
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
-    ("batch_size", -1, "--batch-size"), ("gumbel_beta", 0.0, "--gumbel-beta"), ("gumbel_beta", -1.0, "--gumbel-beta"),
-    ("gumbel_beta", float("nan"), "--gumbel-beta"), ("max_clip", 0.0, "--max-clip"), ("beta", -0.1, "--beta"),
+    ("batch_size", -1, "--batch-size"), ("regularizer_weight", 0.0, "--regularizer-weight"),
+    ("regularizer_weight", -1.0, "--regularizer-weight"),
+    ("regularizer_weight", float("nan"), "--regularizer-weight"), ("max_clip", 0.0, "--max-clip"),
+    ("inverse_temperature", -0.1, "--inverse-temperature"),
     ("max_weight", 0.0, "--max-weight"), ("hidden_dim", 0, "--hidden-dim"), ("total_steps", 0, "--total-steps"),
     ("gamma", 1.0, "--gamma"), ("tau", 0.0, "--tau"),
 ])

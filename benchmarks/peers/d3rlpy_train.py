@@ -21,18 +21,22 @@ transition uses): d3rlpy then samples exactly our N transitions, which is checke
 rescaled to [-1, 1] with the environment's bounds, as our Buffer does (the identity for MuJoCo locomotion).
 
 Settings (d3rlpy's D4RL reproduction scripts, reproductions/offline/<algo>.py at v2.8.1, and d3rlpy's config
-defaults for what they leave out; `--batch-size` overrides a batch size):
+defaults for what they leave out; `--batch-size` overrides a batch size; d3rlpy's names, with our scripts' flag
+in brackets where the names differ):
   bc      there is no BC reproduction script: BCConfig with our bc.py's settings (CORL's) so the two match:
           batch 256 (d3rlpy's default is 100), Adam lr 3e-4 (default 1e-3), deterministic policy (default),
           observations standardized (StandardObservationScaler; d3rlpy's default has none); 2x256 MLP (default).
-  td3_bc  td3_plus_bc.py: actor and critic lr 3e-4, batch 256, target smoothing sigma 0.2 clip 0.5, alpha 2.5,
-          actor every 2 updates, StandardObservationScaler; gamma 0.99, tau 0.005, 2 critics (defaults).
+  td3_bc  td3_plus_bc.py: actor and critic lr 3e-4, batch 256, target smoothing sigma 0.2 clip 0.5, alpha 2.5
+          [--q-weight], actor every 2 updates, StandardObservationScaler; gamma 0.99, tau 0.005, 2 critics
+          (defaults).
   iql     iql.py: lr 3e-4 (actor and critic), actor Adam with a cosine schedule over the whole run (T_max =
-          the reproduction's n_steps, so here --total-steps), batch 256, weight_temp 3.0, max_weight 100,
-          expectile 0.7, ReturnBasedRewardScaler(multiplier=1000); gamma 0.99, tau 0.005, 2 critics (defaults).
+          the reproduction's n_steps, so here --total-steps), batch 256, weight_temp 3.0 [--inverse-temperature],
+          max_weight 100, expectile 0.7, ReturnBasedRewardScaler(multiplier=1000); gamma 0.99, tau 0.005, 2 critics
+          (defaults).
   cql     cql.py: 3x256 actor and critic encoders, actor lr 1e-4, critic lr 3e-4, temperature lr 1e-4, batch 256,
-          10 action samples, alpha lr 0 (a fixed alpha of 1), conservative weight 10 on "medium-v0" datasets
-          and 5 on the others; gamma 0.99, tau 0.005, 2 critics, initial temperature 1 (defaults).
+          10 action samples [--num-action-samples], alpha lr 0 (a fixed alpha of 1), conservative weight
+          [--regularizer-weight] 10 on "medium-v0" datasets and 5 on the others; gamma 0.99, tau 0.005, 2 critics,
+          initial temperature 1 (defaults).
 
 Training is d3rlpy's own step, the inner loop of its `fitter`: `dataset.sample_transition_batch(batch_size)`
 then `algo.update(batch)` (without fitter's per-step logger and progress bar). Evaluation is our protocol,
