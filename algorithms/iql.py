@@ -362,7 +362,7 @@ def policy_function(policy: GaussianPolicy, device: torch.device) -> Callable[[n
 def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
     state = load_policy_checkpoint(run_dir, "iql")
-    args = Args(**json.loads(state["args"]))
+    args = Args(**upgrade_args("iql", json.loads(state["args"])))
     policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim,
                             orthogonal=args.init == "orthogonal").to(device)
     policy.load_state_dict(state["policy"])
