@@ -13,7 +13,7 @@ Conventions (the same as D4RL's `qlearning_dataset`, without its dropped last tr
   policy's [-1, 1] outputs back (both are the identity for MuJoCo locomotion, whose bounds are +-1).
 
 Ids under `stitch/` are the project's own suite: when one is missing locally it is built (see
-`benchmarks/suite.py`). Other ids (`mujoco/hopper/medium-v0`, `D4RL/...`) are loaded when present in
+`benchmarks/suite/build.py`). Other ids (`mujoco/hopper/medium-v0`, `D4RL/...`) are loaded when present in
 the local Minari root (`$MINARI_DATASETS_PATH`, default `~/.minari/datasets`), and downloaded only when
 asked (`download=True`). Every dataset is checked on load: finite values, consistent lengths, shapes
 that match its environment. Problems raise `DatasetError` with a message naming the dataset and field.
@@ -119,7 +119,7 @@ def local_dataset_ids() -> list[str]:
 
 def suite_ids() -> list[str]:
     try:
-        from benchmarks.suite import SUITE_IDS
+        from benchmarks.suite.build import SUITE_IDS
     except ImportError:
         return []
     return list(SUITE_IDS)
@@ -131,7 +131,7 @@ def _is_local(dataset_id: str) -> bool:
 
 def _missing_message(dataset_id: str) -> str:
     local = ", ".join(local_dataset_ids()) or "(none)"
-    suite = ", ".join(suite_ids()) or "(benchmarks/suite.py not found)"
+    suite = ", ".join(suite_ids()) or "(benchmarks/suite/build.py not found)"
     return (f"dataset {dataset_id!r} is not in the local Minari root {datasets_root()}.\n"
             f"  - remote ids: download once with `--download` (needs network), or "
             f"`minari download {dataset_id}`, or copy it under $MINARI_DATASETS_PATH\n"
@@ -166,7 +166,7 @@ def load_minari(dataset_id: str, download: bool = False):
             ids = suite_ids()
             if dataset_id not in ids:
                 raise DatasetError(f"unknown stitch dataset {dataset_id!r}; the suite has: {', '.join(ids)}")
-            from benchmarks.suite import build
+            from benchmarks.suite.build import build
 
             with _build_lock(dataset_id):  # runs started together build a missing id once
                 if not _is_local(dataset_id):

@@ -215,11 +215,11 @@ def test_unknown_stitch_id_lists_the_suite(minari_root, no_network):
 
 
 def test_stitch_build_failure_is_a_dataset_error(minari_root, monkeypatch):
-    import benchmarks.suite
+    import benchmarks.suite.build
 
     def no_policies(dataset_id, **kwargs):
         raise FileNotFoundError("missing behaviour-policy manifest")
-    monkeypatch.setattr(benchmarks.suite, "build", no_policies)
+    monkeypatch.setattr(benchmarks.suite.build, "build", no_policies)
     dataset_id = data_mod.suite_ids()[0]
     with pytest.raises(DatasetError, match=f"could not build '{dataset_id}'.*manifest"):
         load_dataset(dataset_id)
@@ -228,7 +228,7 @@ def test_stitch_build_failure_is_a_dataset_error(minari_root, monkeypatch):
 def test_runs_started_together_build_a_missing_stitch_id_once(minari_root, monkeypatch):
     import threading
 
-    import benchmarks.suite
+    import benchmarks.suite.build
 
     dataset_id, calls = "stitch/hopper/random-v0", []
 
@@ -236,7 +236,7 @@ def test_runs_started_together_build_a_missing_stitch_id_once(minari_root, monke
         calls.append(dataset_id)
         time.sleep(0.5)
         make_dataset(dataset_id, episodes=2, max_steps=20)
-    monkeypatch.setattr(benchmarks.suite, "build", slow_build)
+    monkeypatch.setattr(benchmarks.suite.build, "build", slow_build)
     loaded = []
     threads = [threading.Thread(target=lambda: loaded.append(len(data_mod.load_dataset(dataset_id))))
                for _ in range(2)]

@@ -1,4 +1,4 @@
-"""The discrete datasets of the stitch suite (CartPole-v1, Acrobot-v1 from DQN policies) and benchmarks/dqn.py.
+"""The discrete datasets of the stitch suite (CartPole-v1, Acrobot-v1 from DQN policies) and benchmarks/suite/dqn.py.
 
 Small builds: tiny untrained Q networks with a manifest shaped like select_policies.py's, and a few hundred
 steps of the shipped policies where real episodes matter (time limits).
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import dqn, select_policies, suite
-from benchmarks.behavior import GaussianActor, save_actor
+from benchmarks.suite import build as suite
+from benchmarks.suite import dqn, select_policies
+from benchmarks.suite.behavior import GaussianActor, save_actor
 from conftest import kill_at_call
 from common.data import load_dataset
 from common.evaluation import evaluate

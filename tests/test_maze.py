@@ -1,4 +1,5 @@
-"""The PointMaze datasets of the stitch suite (benchmarks/maze.py, built by benchmarks/suite.py) on small builds."""
+"""The PointMaze datasets of the stitch suite (benchmarks/suite/maze.py, built by benchmarks/suite/build.py), small
+builds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import minari
 import numpy as np
 import pytest
 
-from benchmarks import maze, suite
+from benchmarks.suite import build as suite
+from benchmarks.suite import maze
 from common.data import load_dataset
 from common.evaluation import evaluate, flatten_obs
 

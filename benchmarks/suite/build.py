@@ -1,7 +1,7 @@
 """The `stitch/` dataset suite: D4RL-style levels built locally from shipped behaviour policies, PointMaze, discrete.
 
 Every id is `stitch/<env>/<level>-v0`. An environment is one entry of `ENVS` (a Gymnasium id and the
-folder of behaviour policies that `benchmarks/select_policies.py` wrote for it); every MuJoCo
+folder of behaviour policies that `benchmarks/suite/select_policies.py` wrote for it); every MuJoCo
 environment gets the same five levels, built the way D4RL built them:
 
 * `random`        1M steps of uniform random actions.
@@ -30,7 +30,7 @@ byte-identical arrays for any number of workers on the same machine and torch bu
 GROUP_ENVS or GROUP_STEPS changes the data: batched matmuls round differently, and MuJoCo amplifies it.)
 
 Discrete tasks, `stitch/{cartpole,acrobot}/{random,medium,medium-replay,expert}-v0` (CartPole-v1,
-Acrobot-v1), are the same levels from a Double DQN run (`benchmarks/dqn.py`) instead of SAC, in the
+Acrobot-v1), are the same levels from a Double DQN run (`benchmarks/suite/dqn.py`) instead of SAC, in the
 style of D4RL and of DQN-replay (Agarwal et al., 2020): the policy folder's manifest says
 `"algorithm": "DQN"`, and each snapshot acts epsilon-greedily on its Q-values (`dqn.EpsilonGreedy`):
 
@@ -51,7 +51,7 @@ Actions are stored as int64.
 
 `stitch/pointmaze/{umaze,medium,large}[-dense]-v0` are D4RL maze2d-style datasets in gymnasium-robotics'
 PointMaze: a grid planner and a PD controller driving to random goal cells, logged continuously, rewards
-for the evaluation goal. How they are made is `benchmarks/maze.py`'s docstring; here they are built in
+for the evaluation goal. How they are made is `benchmarks/suite/maze.py`'s docstring; here they are built in
 parallel segments and written like the other levels.
 
 Datasets are created with `minari.create_dataset_from_buffers` in a hidden temporary Minari root
@@ -62,12 +62,12 @@ dataset behind. Summary statistics go into the dataset's metadata (key `stitch`)
 `cards` read without touching the episodes.
 
 Usage:
-    python benchmarks/suite.py list
-    python benchmarks/suite.py build stitch/hopper/medium-replay-v0
-    python benchmarks/suite.py build stitch/pointmaze/umaze-v0
-    python benchmarks/suite.py build stitch/cartpole/medium-replay-v0
-    python benchmarks/suite.py build --all [--force] [--workers 2]
-    python benchmarks/suite.py cards          # writes benchmarks/DATASETS.md
+    python benchmarks/suite/build.py list
+    python benchmarks/suite/build.py build stitch/hopper/medium-replay-v0
+    python benchmarks/suite/build.py build stitch/pointmaze/umaze-v0
+    python benchmarks/suite/build.py build stitch/cartpole/medium-replay-v0
+    python benchmarks/suite/build.py build --all [--force] [--workers 2]
+    python benchmarks/suite/build.py cards          # writes benchmarks/suite/DATASETS.md
 """
 
 from __future__ import annotations
@@ -97,14 +97,14 @@ from minari.namespace import create_namespace, list_local_namespaces
 from minari.storage import get_dataset_path
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import dqn, maze  # noqa: E402
-from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.suite import dqn, maze  # noqa: E402
+from benchmarks.suite.behavior import GaussianActor, load_actor  # noqa: E402
 from common.evaluation import make_env  # noqa: E402
 
 POLICY_ROOT = Path(__file__).resolve().parent / "policies"
 CARDS_PATH = Path(__file__).resolve().parent / "DATASETS.md"
-CODE_PERMALINK = "benchmarks/suite.py (Stitch)"
+CODE_PERMALINK = "benchmarks/suite/build.py (Stitch)"
 
 
 LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
@@ -161,12 +161,12 @@ def load_manifest(policy_dir: str | Path) -> dict:
     path = policy_dir / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"missing behaviour-policy manifest {path}; "
-                                f"write it with `python benchmarks/select_policies.py`")
+                                f"write it with `python benchmarks/suite/select_policies.py`")
     manifest = json.loads(path.read_text())
     for entry in [manifest["expert"], manifest["medium"], *manifest["replay"]]:
         if not (policy_dir / entry["file"]).is_file():
             raise FileNotFoundError(f"missing behaviour policy {policy_dir / entry['file']} "
-                                    f"(named in {path}); rerun `python benchmarks/select_policies.py`")
+                                    f"(named in {path}); rerun `python benchmarks/suite/select_policies.py`")
     return manifest
 
 
@@ -700,7 +700,7 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
 
 def _build_maze(dataset_id: str, *, progress: bool, n_steps: int | None, seed: int, force: bool,
                 workers: int) -> None:
-    """Build a `stitch/pointmaze/...` id (see benchmarks/maze.py): the reference episodes first, then the
+    """Build a `stitch/pointmaze/...` id (see benchmarks/suite/maze.py): the reference episodes first, then the
     data segments, all in the pool; the dataset stores the evaluation env (goal and reset cell fixed)."""
     target = dataset_dir(dataset_id)
     if target.exists() and not force:
@@ -780,10 +780,10 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 def write_cards(path: str | Path = CARDS_PATH) -> Path:
     """Write the markdown table of every built suite id (from the datasets' metadata) to `path`."""
     lines = ["# Stitch datasets", "",
-             ("Generated by `python benchmarks/suite.py cards` from the datasets built in the local Minari root; "
+             ("Generated by `python benchmarks/suite/build.py cards` from the datasets built in the local Minari root; "
               "do not edit by hand. Returns are undiscounted episode returns over all episodes of the dataset "
               "(the last, cut episode of each stream included); normalized = 100 * (return - ref_min) / "
-              "(ref_max - ref_min). How each level is made: `benchmarks/suite.py`."), "",
+              "(ref_max - ref_min). How each level is made: `benchmarks/suite/build.py`."), "",
              "| dataset | policy | episodes | steps | return (mean ± std) | normalized | ref_min | ref_max |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in map(info, SUITE_IDS):
@@ -794,8 +794,8 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
         lines.append(f"| `{row['id']}` | {row['policy']} | {row['episodes']:,} | {row['steps']:,} | "
                      f"{row['return_mean']:.1f} ± {row['return_std']:.1f} | {norm:.1f} | {lo:.1f} | {hi:.1f} |")
     lines += ["", "## Behaviour policies", "",
-              "Measured by `python benchmarks/select_policies.py` (written to each policy folder's manifest.json); "
-              "returns over the manifest's `episodes` episodes.", "",
+              "Measured by `python benchmarks/suite/select_policies.py` (written to each policy folder's "
+              "manifest.json); returns over the manifest's `episodes` episodes.", "",
               "| env | policy | training step | return, as in the data (SAC: sampled; DQN: ε-greedy) | normalized | "
               "return, deterministic (DQN: greedy) |",
               "|---|---|---:|---:|---:|---:|"]
@@ -840,13 +840,14 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
     discrete = [row for row in map(info, SUITE_IDS) if row["built"] and row.get("algorithm") == "DQN"]
     if discrete:
         lines += ["", "## Discrete tasks", "",
-                  "Built from DQN snapshots (`benchmarks/dqn.py`, picked by `benchmarks/select_policies.py`) acting "
-                  "ε-greedily: the greedy action of the snapshot's Q-values with probability 1 - ε, a uniform action "
-                  "otherwise. `medium` and `expert` use the ε the DQN ended its exploration with; each `medium-replay` "
-                  "snapshot uses the mean ε of the DQN's schedule over the training steps it stands for; `random` "
-                  "is uniform (ε = 1). Actions are int64 in [0, n). Episodes end at a termination (pole or arm "
-                  "condition), at the 500-step time limit (a truncation, not a termination), or where a stream "
-                  "reaches its step budget (cut, marked truncated).", "",
+                  "Built from DQN snapshots (`benchmarks/suite/dqn.py`, picked by "
+                  "`benchmarks/suite/select_policies.py`) acting ε-greedily: the greedy action of the snapshot's "
+                  "Q-values with probability 1 - ε, a uniform action otherwise. `medium` and `expert` use the ε the "
+                  "DQN ended its exploration with; each `medium-replay` snapshot uses the mean ε of the DQN's "
+                  "schedule over the training steps it stands for; `random` is uniform (ε = 1). Actions are int64 "
+                  "in [0, n). Episodes end at a termination (pole or arm condition), at the 500-step time limit (a "
+                  "truncation, not a termination), or where a stream reaches its step budget (cut, marked "
+                  "truncated).", "",
                   "| dataset | ε | episodes terminated | at the time limit | cut at the budget |",
                   "|---|---|---:|---:|---:|"]
         for row in discrete:
@@ -859,10 +860,11 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
     mazes = [row for row in map(info, maze.MAZE_IDS) if row["built"]]
     if mazes:
         lines += ["", "## PointMaze", "",
-                  "Built by `benchmarks/maze.py` (see its docstring): the behaviour drives to uniformly random open "
-                  "cells, not to the evaluation goal. Reference scores are mean returns over 100 evaluation episodes "
-                  "(start at the reset cell, goal cell fixed): uniform random actions (ref_min), the planner + PD "
-                  "controller driving to the goal without noise (ref_max). Cells are (row, col).", "",
+                  "Built by `benchmarks/suite/maze.py` (see its docstring): the behaviour drives to uniformly "
+                  "random open cells, not to the evaluation goal. Reference scores are mean returns over 100 "
+                  "evaluation episodes (start at the reset cell, goal cell fixed): uniform random actions "
+                  "(ref_min), the planner + PD controller driving to the goal without noise (ref_max). Cells are "
+                  "(row, col).", "",
                   "| dataset | reward | episode steps | reset -> goal | goals reached (cells of open) | "
                   "ref_min (random) | ref_max (planner) |", "|---|---|---:|---|---:|---:|---:|"]
         for row in mazes:
@@ -920,5 +922,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from benchmarks import suite  # noqa: PLW0406 -- run as the importable module, whose tasks the worker processes can unpickle
-    suite.main()
+    # run as the importable module benchmarks.suite.build, whose tasks the worker processes can unpickle
+    from benchmarks.suite import build as importable
+    importable.main()
