@@ -299,7 +299,7 @@ def test_bad_input_is_a_clear_error(minari_root, policies, tmp_path):
 
 def test_list_and_cards(minari_root, policies, tmp_path, capsys):
     suite.build("stitch/cartpole/medium-replay-v0", policy_dir=policies, progress=False, workers=1)
-    suite.main(["list"])
+    suite.main(["--list"])
     listing = capsys.readouterr().out
     for level in ("random", "medium", "medium-replay", "expert"):
         assert f"stitch/cartpole/{level}-v0" in listing and f"stitch/acrobot/{level}-v0" in listing

@@ -159,7 +159,7 @@ def test_dense_variant_has_the_same_states_and_dense_rewards():
 
 def test_cards_list_the_maze(minari_root, small, tmp_path, capsys):
     suite.build(UMAZE, n_steps=600, progress=False, workers=1)
-    suite.main(["list"])
+    suite.main(["--list"])
     listing = capsys.readouterr().out
     assert all(i in listing for i in maze.MAZE_IDS)
     cards = suite.write_cards(tmp_path / "DATASETS.md").read_text()

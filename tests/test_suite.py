@@ -253,9 +253,21 @@ def test_interrupted_build_leaves_no_dataset(minari_root, policies, monkeypatch)
         minari.load_dataset("stitch/hopper/medium-v0")
 
 
+def test_command_line(minari_root, capsys):
+    suite.main(["--list-ids"])
+    assert capsys.readouterr().out.split() == list(suite.SUITE_IDS)  # what common/data.py reads
+    with pytest.raises(SystemExit, match="error: unknown stitch dataset id 'stitch/hopper/bogus-v0'"):
+        suite.main(["stitch/hopper/medium-v0", "stitch/hopper/bogus-v0"])  # a typo fails before any build
+    assert not suite.is_built("stitch/hopper/medium-v0")
+    for bad in ([], ["--all", "stitch/hopper/medium-v0"], ["--list", "stitch/hopper/medium-v0"], ["--cards", "--all"]):
+        with pytest.raises(SystemExit):
+            suite.main(bad)
+        assert "error:" in capsys.readouterr().err
+
+
 def test_list_and_cards(minari_root, policies, tmp_path, capsys):
     suite.build("stitch/hopper/expert-v0", n_steps=500, policy_dir=policies, progress=False)
-    suite.main(["list"])
+    suite.main(["--list"])
     listing = capsys.readouterr().out
     assert all(dataset_id in listing for dataset_id in suite.SUITE_IDS)
     assert "not built" in listing and "500" in listing

@@ -4,7 +4,7 @@
     python benchmarks/suite/build_speed.py --ids stitch/hopper/random-v0 stitch/hopper/expert-v0 --workers 2
 
 Each id is built from scratch into a temporary Minari root (your own datasets are not touched) exactly as
-`python benchmarks/suite/build.py build ID` builds it, and the wall time, the CPU time of this process and its
+`python benchmarks/suite/build.py ID` builds it, and the wall time, the CPU time of this process and its
 workers, and the machine's load average before and after are written to
 benchmarks/results/build_speed_<cpus>cpu.json. Run it on an idle machine: other jobs sharing the cores
 show up as a load average above the worker count, and the wall time then says little about the build.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 @dataclasses.dataclass
 class Args:
     ids: list[str] = dataclasses.field(default_factory=lambda: ["stitch/hopper/medium-v0"])
-    """Suite ids to build (python benchmarks/suite/build.py list shows them)."""
+    """Suite ids to build (python benchmarks/suite/build.py --list shows them)."""
     n_steps: int | None = None
     """Steps per level instead of the suite's (1M for the locomotion levels); for quick checks."""
     workers: int | None = None

@@ -47,7 +47,7 @@ Data format and evaluation (the choices this suite makes):
    the evaluation goal without action noise.
 
 Usage:
-    python benchmarks/suite/build.py build stitch/pointmaze/umaze-v0  # build one dataset (see build.py)
+    python benchmarks/suite/build.py stitch/pointmaze/umaze-v0  # build one dataset (see build.py)
     python benchmarks/suite/maze.py umaze                 # the map, the planner's path, reference scores
     python benchmarks/suite/maze.py large --steps 20000   # also the behaviour's goals per 1k steps
 """
