@@ -61,6 +61,10 @@ dataset is moved under its id only when complete, so an interrupted build never 
 dataset behind. Summary statistics go into the dataset's metadata (key `stitch`), which `--list` and
 `--cards` read without touching the episodes.
 
+A script that loads a missing `stitch/` id builds it through this command line: common/data.py runs
+`python benchmarks/suite/build.py ID` in a subprocess (and `--list-ids` for the suite's ids), so that
+common/ imports nothing from benchmarks/.
+
 Usage:
     python benchmarks/suite/build.py stitch/hopper/medium-replay-v0
     python benchmarks/suite/build.py stitch/pointmaze/umaze-v0 stitch/cartpole/medium-replay-v0
