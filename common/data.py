@@ -12,11 +12,16 @@ Conventions (the same as D4RL's `qlearning_dataset`, without its dropped last tr
   continuous actions in [-1, 1]: `Buffer.from_dataset` rescales them and `evaluate` maps the
   policy's [-1, 1] outputs back (both are the identity for MuJoCo locomotion, whose bounds are +-1).
 
-Ids under `stitch/` are the project's own suite: when one is missing locally it is built (see
-`benchmarks/suite.py`). Other ids (`mujoco/hopper/medium-v0`, `D4RL/...`) are loaded when present in
-the local Minari root (`$MINARI_DATASETS_PATH`, default `~/.minari/datasets`), and downloaded only when
-asked (`download=True`). Every dataset is checked on load: finite values, consistent lengths, shapes
-that match its environment. Problems raise `DatasetError` with a message naming the dataset and field.
+Ids under `stitch/` are the project's own suite. One that is missing locally is built on first use by
+the suite's command line, `python benchmarks/suite/build.py ID`, run in a subprocess from the Stitch
+checkout this `common/` sits in (its progress shown as it goes, one build at a time per id under a file
+lock, a failure raised as one DatasetError line); `common/` imports nothing from `benchmarks/`. A copy of
+`common/` without Stitch's `benchmarks/` loads stitch ids that are already built (point
+MINARI_DATASETS_PATH at the root they were built in) and says how to build the others. Other ids
+(`mujoco/hopper/medium-v0`, `D4RL/...`) are loaded when present in the local Minari root
+(`$MINARI_DATASETS_PATH`, default `~/.minari/datasets`), and downloaded only when asked (`download=True`).
+Every dataset is checked on load: finite values, consistent lengths, shapes that match its environment.
+Problems raise `DatasetError` with a message naming the dataset and field.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -40,6 +50,9 @@ FALLBACK_REF_SCORES = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
 }
+
+STITCH_ROOT = Path(__file__).resolve().parents[1]  # the Stitch checkout around common/ (or a project it is copied to)
+SUITE_COMMAND = ("benchmarks", "suite", "build.py")  # the suite's builder, relative to STITCH_ROOT
 
 
 class DatasetError(ValueError):
@@ -117,12 +130,86 @@ def local_dataset_ids() -> list[str]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
+# ----------------------------------------------------------------------------------------------
+# The stitch/ suite, through its command line (common/ imports nothing from benchmarks/)
+# ----------------------------------------------------------------------------------------------
+def _suite_script() -> Path | None:
+    """Stitch's suite builder next to this common/, or None (common/ copied into another project)."""
+    script = STITCH_ROOT.joinpath(*SUITE_COMMAND)
+    return script if script.is_file() else None
+
+
+def _suite_env() -> dict[str, str]:
+    """Our environment, with the Minari root we read as an absolute path (the suite runs from STITCH_ROOT)."""
+    return {**os.environ, "MINARI_DATASETS_PATH": os.path.abspath(datasets_root())}
+
+
 def suite_ids() -> list[str]:
+    """The suite's ids, from `build.py --list-ids` (once per process); [] where the suite is not here."""
+    script = _suite_script()
+    return [] if script is None else list(_list_suite_ids(script))
+
+
+@functools.cache
+def _list_suite_ids(script: Path) -> tuple[str, ...]:
+    proc = subprocess.run([sys.executable, str(script), "--list-ids"], cwd=STITCH_ROOT, env=_suite_env(),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise DatasetError(f"could not list the stitch suite's ids (`python {script} --list-ids`: {lines[-1]})")
+    return tuple(proc.stdout.split())
+
+
+def _no_suite_message(dataset_id: str) -> str:
+    return (f"dataset {dataset_id!r} is not in the local Minari root {datasets_root()}, and stitch/ ids are built by "
+            f"Stitch's benchmarks/suite, which is not next to this copy of common/ ({STITCH_ROOT}). Build it in a "
+            f"Stitch checkout with `python {'/'.join(SUITE_COMMAND)} {dataset_id}` and point MINARI_DATASETS_PATH at "
+            f"the Minari root it was built in (default ~/.minari/datasets)")
+
+
+def _build_with_suite(dataset_id: str, script: Path) -> None:
+    """Build a suite id with `python benchmarks/suite/build.py ID` in a subprocess. Its output is passed on as
+    it comes (the progress bar included), except its `error: ...` line and any traceback: the DatasetError
+    raised when it fails says why in one line."""
+    command = f"python {'/'.join(SUITE_COMMAND)} {dataset_id}"
+    env = _suite_env()
+    env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))  # the progress bar's width, through a pipe
+    proc = subprocess.Popen([sys.executable, str(script), dataset_id], cwd=STITCH_ROOT, env=env,
+                            stderr=subprocess.PIPE)
+    error, last, crashed = None, "", False
+
+    def relay(piece: bytes) -> None:
+        nonlocal error, last, crashed
+        text = piece.decode(errors="replace")
+        if text.startswith("error: "):  # the builder's own one-line message
+            error = text.strip().removeprefix("error: ")
+        elif not crashed:
+            shown, traceback, _ = text.partition("Traceback (most recent call last):")  # a crash: held back
+            crashed = bool(traceback)
+            sys.stderr.write(shown + ("\n" if crashed and shown else ""))
+            sys.stderr.flush()
+        last = text.strip() or last
+
     try:
-        from benchmarks.suite import SUITE_IDS
-    except ImportError:
-        return []
-    return list(SUITE_IDS)
+        rest = b""
+        for chunk in iter(proc.stderr.read1, b""):
+            *pieces, rest = re.split(rb"(?<=[\r\n])", rest + chunk)  # lines, and progress-bar updates ending in \r
+            for piece in pieces:
+                relay(piece)
+        relay(rest)
+        proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted here: stop the build (an unfinished build leaves no dataset)
+            proc.terminate()
+            proc.wait()
+        proc.stderr.close()
+    if proc.returncode != 0:
+        reason = error or last or f"exit status {proc.returncode}"
+        if crashed and not error:
+            reason += f" (the builder crashed; `{command}` in {STITCH_ROOT} shows its traceback)"
+        raise DatasetError(f"could not build {dataset_id!r}: {reason}")
+    if not _is_local(dataset_id):
+        raise DatasetError(f"`{command}` finished but left no dataset {dataset_id!r} in {datasets_root()}")
 
 
 def _is_local(dataset_id: str) -> bool:
@@ -131,11 +218,16 @@ def _is_local(dataset_id: str) -> bool:
 
 def _missing_message(dataset_id: str) -> str:
     local = ", ".join(local_dataset_ids()) or "(none)"
-    suite = ", ".join(suite_ids()) or "(benchmarks/suite.py not found)"
+    try:
+        ids = suite_ids()
+        suite = (f"the stitch suite builds locally without network: {', '.join(ids)}" if ids else
+                 "stitch/ ids are built by Stitch's benchmarks/suite, which is not next to this copy of common/")
+    except DatasetError as e:
+        suite = str(e)
     return (f"dataset {dataset_id!r} is not in the local Minari root {datasets_root()}.\n"
             f"  - remote ids: download once with `--download` (needs network), or "
             f"`minari download {dataset_id}`, or copy it under $MINARI_DATASETS_PATH\n"
-            f"  - the stitch suite builds locally without network: {suite}\n"
+            f"  - {suite}\n"
             f"  - local ids: {local}")
 
 
@@ -163,18 +255,17 @@ def load_minari(dataset_id: str, download: bool = False):
             raise DatasetError(f"dataset folder {datasets_root() / dataset_id} is incomplete (no data/metadata.json; "
                                f"an interrupted build or download?); delete it and build or download it again")
         if dataset_id.startswith("stitch/"):
+            script = _suite_script()
+            if script is None:
+                raise DatasetError(_no_suite_message(dataset_id))
             ids = suite_ids()
             if dataset_id not in ids:
                 raise DatasetError(f"unknown stitch dataset {dataset_id!r}; the suite has: {', '.join(ids)}")
-            from benchmarks.suite import build
-
             with _build_lock(dataset_id):  # runs started together build a missing id once
                 if not _is_local(dataset_id):
-                    print(f"[stitch] {dataset_id} is not built yet: building it now (one time)", flush=True)
-                    try:
-                        build(dataset_id, progress=True)
-                    except (OSError, ValueError) as e:  # e.g. the behaviour policies are missing
-                        raise DatasetError(f"could not build {dataset_id!r}: {e}") from e
+                    print(f"[stitch] {dataset_id} is not built yet: building it now (one time) with "
+                          f"`python {'/'.join(SUITE_COMMAND)} {dataset_id}`", flush=True)
+                    _build_with_suite(dataset_id, script)
         elif download:
             try:
                 return minari.load_dataset(dataset_id, download=True)

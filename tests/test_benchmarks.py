@@ -244,7 +244,7 @@ def test_cells_recorded_with_a_flag_renamed_since_match_the_new_flag(tmp_path):
 def test_build_speed_times_a_build_in_a_private_root(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "build.json"
-    proc = run(["benchmarks/build_speed.py", "--n-steps", "3000", "--workers", "1", "--out", str(out)], env)
+    proc = run(["benchmarks/suite/build_speed.py", "--n-steps", "3000", "--workers", "1", "--out", str(out)], env)
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(out.read_text())["builds"]
     assert row["id"] == "stitch/hopper/medium-v0" and row["steps"] == 3000
@@ -253,7 +253,7 @@ def test_build_speed_times_a_build_in_a_private_root(tmp_path):
     assert abs(row["wall_min_per_1M_steps"] - row["wall_s"] / 60 * 1e6 / 3000) <= 0.05 / 60 * 1e6 / 3000 + 0.005
     assert not (tmp_path / "minari").exists()  # built in its own temporary root, gone afterwards
 
-    bad = run(["benchmarks/build_speed.py", "--ids", "stitch/hopper/nope-v0", "--out", str(out)], env)
+    bad = run(["benchmarks/suite/build_speed.py", "--ids", "stitch/hopper/nope-v0", "--out", str(out)], env)
     assert bad.returncode != 0 and "nope" in bad.stderr
 
 

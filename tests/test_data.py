@@ -186,7 +186,7 @@ def test_observation_stats():
 # Ids and bad input
 # ----------------------------------------------------------------------------------------------
 def test_unknown_id_fails_at_once_listing_local_ids(tiny_hopper, no_network):
-    data_mod.suite_ids()  # import benchmarks.suite (and torch) before timing: the time limit is for a network wait
+    data_mod.suite_ids()  # the suite's ids (a subprocess, once) before timing: the time limit is for a network wait
     t = time.time()
     with pytest.raises(DatasetError) as e:
         load_dataset("someone/hopper/nothing-v0")
@@ -214,37 +214,52 @@ def test_unknown_stitch_id_lists_the_suite(minari_root, no_network):
     assert suite and all(i in msg for i in suite)
 
 
-def test_stitch_build_failure_is_a_dataset_error(minari_root, monkeypatch):
-    import benchmarks.suite
+def fake_suite(root, build: str):
+    """A stand-in for Stitch's benchmarks/suite/build.py under `root`: `--list-ids` lists two ids, and building
+    one runs the lines `build`."""
+    script = root / "benchmarks" / "suite" / "build.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("import sys\n"
+                      "if sys.argv[1:] == ['--list-ids']:\n"
+                      "    print('stitch/hopper/random-v0\\nstitch/hopper/medium-v0')\n"
+                      "    raise SystemExit\n" + build)
+    return root
 
-    def no_policies(dataset_id, **kwargs):
-        raise FileNotFoundError("missing behaviour-policy manifest")
-    monkeypatch.setattr(benchmarks.suite, "build", no_policies)
-    dataset_id = data_mod.suite_ids()[0]
-    with pytest.raises(DatasetError, match=f"could not build '{dataset_id}'.*manifest"):
-        load_dataset(dataset_id)
+
+@pytest.mark.parametrize("build, reason", [
+    ("sys.stderr.write('\\rbuilding: 10%\\rbuilding: 20%\\n')\n"
+     "raise SystemExit('error: missing behaviour-policy manifest p/manifest.json')\n",
+     "missing behaviour-policy manifest p/manifest.json"),
+    ("sys.stderr.write('\\rbuilding: 10%')\nraise RuntimeError('a bug in the builder')\n",
+     "RuntimeError: a bug in the builder (the builder crashed; `python benchmarks/suite/build.py "
+     "stitch/hopper/random-v0` in {root} shows its traceback)"),
+])
+def test_stitch_build_failure_is_one_dataset_error_line(minari_root, monkeypatch, capfd, tmp_path, build, reason):
+    root = fake_suite(tmp_path / "stitch", build)
+    monkeypatch.setattr(data_mod, "STITCH_ROOT", root)
+    with pytest.raises(DatasetError) as e:
+        load_dataset("stitch/hopper/random-v0")
+    assert str(e.value) == f"could not build 'stitch/hopper/random-v0': {reason.format(root=root)}"
+    err = capfd.readouterr().err
+    assert "\rbuilding: 10%" in err  # the progress went through as it came
+    assert "error:" not in err and "Traceback" not in err  # the reason is said once, in the DatasetError
+    assert not (minari_root / "stitch").exists()
 
 
-def test_runs_started_together_build_a_missing_stitch_id_once(minari_root, monkeypatch):
+def test_a_missing_stitch_id_is_built_by_the_suites_command_line_once(minari_root, capfd):
     import threading
 
-    import benchmarks.suite
-
-    dataset_id, calls = "stitch/hopper/random-v0", []
-
-    def slow_build(dataset_id, **kwargs):  # stands in for the real 1M-step build
-        calls.append(dataset_id)
-        time.sleep(0.5)
-        make_dataset(dataset_id, episodes=2, max_steps=20)
-    monkeypatch.setattr(benchmarks.suite, "build", slow_build)
+    dataset_id = "stitch/cartpole/random-v0"  # the quickest real build: 100k steps of uniform random actions
     loaded = []
-    threads = [threading.Thread(target=lambda: loaded.append(len(data_mod.load_dataset(dataset_id))))
-               for _ in range(2)]
-    for t in threads:
+    threads = [threading.Thread(target=lambda: loaded.append(len(load_dataset(dataset_id)))) for _ in range(2)]
+    for t in threads:  # runs started together: the second waits for the first's build, then loads it
         t.start()
     for t in threads:
         t.join()
-    assert calls == [dataset_id] and len(loaded) == 2 and loaded[0] == loaded[1] > 0
+    assert loaded == [100_000, 100_000]
+    out, err = capfd.readouterr()
+    assert out.count("building it now") == 1 and "python benchmarks/suite/build.py stitch/cartpole/random-v0" in out
+    assert "100000/100000" in err  # the builder's progress bar, passed on
 
 
 def nan_observation(ep, o, a, r):

@@ -1,4 +1,4 @@
-"""The discrete datasets of the stitch suite (CartPole-v1, Acrobot-v1 from DQN policies) and benchmarks/dqn.py.
+"""The discrete datasets of the stitch suite (CartPole-v1, Acrobot-v1 from DQN policies) and benchmarks/suite/dqn.py.
 
 Small builds: tiny untrained Q networks with a manifest shaped like select_policies.py's, and a few hundred
 steps of the shipped policies where real episodes matter (time limits).
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import dqn, select_policies, suite
-from benchmarks.behavior import GaussianActor, save_actor
+from benchmarks.suite import build as suite
+from benchmarks.suite import dqn, select_policies
+from benchmarks.suite.behavior import GaussianActor, save_actor
 from conftest import kill_at_call
 from common.data import load_dataset
 from common.evaluation import evaluate
@@ -298,7 +299,7 @@ def test_bad_input_is_a_clear_error(minari_root, policies, tmp_path):
 
 def test_list_and_cards(minari_root, policies, tmp_path, capsys):
     suite.build("stitch/cartpole/medium-replay-v0", policy_dir=policies, progress=False, workers=1)
-    suite.main(["list"])
+    suite.main(["--list"])
     listing = capsys.readouterr().out
     for level in ("random", "medium", "medium-replay", "expert"):
         assert f"stitch/cartpole/{level}-v0" in listing and f"stitch/acrobot/{level}-v0" in listing

@@ -1,4 +1,5 @@
-"""The PointMaze datasets of the stitch suite (benchmarks/maze.py, built by benchmarks/suite.py) on small builds."""
+"""The PointMaze datasets of the stitch suite (benchmarks/suite/maze.py, built by benchmarks/suite/build.py), small
+builds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import minari
 import numpy as np
 import pytest
 
-from benchmarks import maze, suite
+from benchmarks.suite import build as suite
+from benchmarks.suite import maze
 from common.data import load_dataset
 from common.evaluation import evaluate, flatten_obs
 
@@ -157,7 +159,7 @@ def test_dense_variant_has_the_same_states_and_dense_rewards():
 
 def test_cards_list_the_maze(minari_root, small, tmp_path, capsys):
     suite.build(UMAZE, n_steps=600, progress=False, workers=1)
-    suite.main(["list"])
+    suite.main(["--list"])
     listing = capsys.readouterr().out
     assert all(i in listing for i in maze.MAZE_IDS)
     cards = suite.write_cards(tmp_path / "DATASETS.md").read_text()

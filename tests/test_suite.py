@@ -1,4 +1,4 @@
-"""The stitch dataset suite builder (benchmarks/suite.py) on tiny builds from untrained policies."""
+"""The stitch dataset suite builder (benchmarks/suite/build.py) on tiny builds from untrained policies."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import suite
-from benchmarks.behavior import GaussianActor, save_actor
+from benchmarks.suite import build as suite
+from benchmarks.suite.behavior import GaussianActor, save_actor
 from conftest import kill_at_call
 
 REF_MIN, REF_MAX = 10.0, 1000.0
@@ -253,9 +253,21 @@ def test_interrupted_build_leaves_no_dataset(minari_root, policies, monkeypatch)
         minari.load_dataset("stitch/hopper/medium-v0")
 
 
+def test_command_line(minari_root, capsys):
+    suite.main(["--list-ids"])
+    assert capsys.readouterr().out.split() == list(suite.SUITE_IDS)  # what common/data.py reads
+    with pytest.raises(SystemExit, match="error: unknown stitch dataset id 'stitch/hopper/bogus-v0'"):
+        suite.main(["stitch/hopper/medium-v0", "stitch/hopper/bogus-v0"])  # a typo fails before any build
+    assert not suite.is_built("stitch/hopper/medium-v0")
+    for bad in ([], ["--all", "stitch/hopper/medium-v0"], ["--list", "stitch/hopper/medium-v0"], ["--cards", "--all"]):
+        with pytest.raises(SystemExit):
+            suite.main(bad)
+        assert "error:" in capsys.readouterr().err
+
+
 def test_list_and_cards(minari_root, policies, tmp_path, capsys):
     suite.build("stitch/hopper/expert-v0", n_steps=500, policy_dir=policies, progress=False)
-    suite.main(["list"])
+    suite.main(["--list"])
     listing = capsys.readouterr().out
     assert all(dataset_id in listing for dataset_id in suite.SUITE_IDS)
     assert "not built" in listing and "500" in listing
@@ -266,7 +278,7 @@ def test_list_and_cards(minari_root, policies, tmp_path, capsys):
 
 
 def test_medium_comes_from_before_the_run_reached_expert_level_and_nearest_the_band():
-    from benchmarks.select_policies import medium_pool, pick_medium
+    from benchmarks.suite.select_policies import medium_pool, pick_medium
 
     evals = {10: 100, 20: 900, 30: 1000, 40: 3000, 50: 1500, 60: 3300}  # step -> index eval_mean
     index = {s: {"eval_mean": v} for s, v in evals.items()}
@@ -290,18 +302,18 @@ def test_medium_comes_from_before_the_run_reached_expert_level_and_nearest_the_b
 
 
 # ----------------------------------------------------------------------------------------------
-# The SAC behaviour trainer (benchmarks/train_behavior.py) and select_policies.py on its runs
+# The SAC behaviour trainer (benchmarks/suite/train_behavior.py) and select_policies.py on its runs
 
 def tiny_sac_args(out: Path, **kw):
-    from benchmarks import train_behavior
+    from benchmarks.suite import train_behavior
     return train_behavior.Args(**{"env": "Hopper-v5", "out": str(out), "total_steps": 600, "learning_starts": 200,
                                   "batch_size": 16, "hidden": 16, "snapshot_every": 200, "snapshot_eval_episodes": 1,
                                   "checkpoint_every": 400} | kw)
 
 
 def test_sac_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch):
-    from benchmarks import select_policies, train_behavior
-    from benchmarks.behavior import load_actor
+    from benchmarks.suite import select_policies, train_behavior
+    from benchmarks.suite.behavior import load_actor
     from common.checkpoints import load_checkpoint
 
     out = tmp_path / "run"
@@ -339,8 +351,8 @@ def test_sac_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch)
     assert manifest["ref_min_score"] == manifest["random"]["mean"]
     assert [e["step"] for e in manifest["replay"]] == [400]  # snapshots after the warm-up, up to medium
     assert (policies / "expert.pt").is_file() and (policies / "medium.pt").is_file()
-    assert manifest["command"] == (f"python benchmarks/select_policies.py --run {out} --env hopper --expert-step 600 "
-                                   f"--medium-step 400 --episodes 2 --out {policies}")
+    assert manifest["command"] == (f"python benchmarks/suite/select_policies.py --run {out} --env hopper "
+                                   f"--expert-step 600 --medium-step 400 --episodes 2 --out {policies}")
 
     # --expert-candidates 2: the two best index evaluations are measured and the better measured one is expert
     index = {r["step"]: r["eval_mean"] for r in index}
@@ -357,7 +369,7 @@ def test_sac_trainer_writes_snapshots_and_resumes(tmp_path, capsys, monkeypatch)
 
 
 def test_sac_trainer_rejects_bad_input(tmp_path):
-    from benchmarks import train_behavior
+    from benchmarks.suite import train_behavior
 
     with pytest.raises(SystemExit, match=r"Box in \[-1, 1\]"):
         train_behavior.main(tiny_sac_args(tmp_path / "p", env="Pendulum-v1"))  # actions in [-2, 2]

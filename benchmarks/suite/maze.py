@@ -47,9 +47,9 @@ Data format and evaluation (the choices this suite makes):
    the evaluation goal without action noise.
 
 Usage:
-    python benchmarks/suite.py build stitch/pointmaze/umaze-v0      # build one dataset (see suite.py)
-    python benchmarks/maze.py umaze                                  # the map, the planner's path, reference scores
-    python benchmarks/maze.py large --steps 20000                    # also the behaviour's goals per 1k steps
+    python benchmarks/suite/build.py stitch/pointmaze/umaze-v0  # build one dataset (see build.py)
+    python benchmarks/suite/maze.py umaze                 # the map, the planner's path, reference scores
+    python benchmarks/suite/maze.py large --steps 20000   # also the behaviour's goals per 1k steps
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ import zlib
 import gymnasium as gym
 import numpy as np
 
-if __name__ == "__main__":  # `python benchmarks/maze.py`: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # `python benchmarks/suite/maze.py`: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from common import evaluation  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def env_spec(maze: Maze, dense: bool = False) -> gym.envs.registration.EnvSpec:
                          f"expected {maze.episode_steps}")
     registered = [["#" if c == 1 else "." for c in row] for row in spec.kwargs["maze_map"]]
     if registered != [[c if c == "#" else "." for c in row] for row in maze.layout]:
-        raise ValueError(f"{env_id}'s registered maze differs from the {maze.name} layout in benchmarks/maze.py")
+        raise ValueError(f"{env_id}'s registered maze differs from the {maze.name} layout in benchmarks/suite/maze.py")
     return dataclasses.replace(spec, kwargs={**spec.kwargs, "maze_map": maze.maze_map(), "continuing_task": True,
                                              "reset_target": False})
 
@@ -425,7 +425,7 @@ def describe(maze: Maze, dense: bool) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# A quick look without building: python benchmarks/maze.py <maze>
+# A quick look without building: python benchmarks/suite/maze.py <maze>
 # ----------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:

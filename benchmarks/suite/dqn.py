@@ -28,20 +28,21 @@ epsilon over half the run takes 50k steps instead of 250k. The shipped CartPole 
 default run (seed 0); the Acrobot ones from 200k steps with the same 50k-step decay (the usage line
 below), because at 100k the best snapshot's epsilon-greedy return (-98.0) was barely at the -100 target.
 
-The run is built to be killed and restarted, like `benchmarks/train_behavior.py` (the SAC trainer):
+The run is built to be killed and restarted, like `benchmarks/suite/train_behavior.py` (the SAC trainer):
 * every `checkpoint_every` steps the whole state (networks, optimizer, replay buffer, RNG states, step
   counters) is written atomically to `<out>/checkpoint.pt` (+ `replay.npz`); rerunning the same command
   continues from there (the episode in progress is restarted);
 * every `snapshot_every` steps the Q network alone is saved to `<out>/snapshots/actor_<step>.pt` with a
-  short greedy evaluation in `<out>/snapshots/index.jsonl`, for `benchmarks/select_policies.py` to pick
+  short greedy evaluation in `<out>/snapshots/index.jsonl`, for `benchmarks/suite/select_policies.py` to pick
   the `expert`, `medium` and `medium-replay` policies from.
 
-The behaviour of a snapshot in the datasets is `EpsilonGreedy` (see `benchmarks/suite.py`).
+The behaviour of a snapshot in the datasets is `EpsilonGreedy` (see `benchmarks/suite/build.py`).
 
 Usage:
-    python benchmarks/dqn.py --env CartPole-v1 --out runs/dqn/cartpole
-    python benchmarks/dqn.py --env Acrobot-v1 --out runs/dqn/acrobot --total-steps 200000 --exploration-fraction 0.25
-    python benchmarks/dqn.py --env CartPole-v1 --out runs/dqn/cartpole   # resumes where it stopped
+    python benchmarks/suite/dqn.py --env CartPole-v1 --out runs/dqn/cartpole
+    python benchmarks/suite/dqn.py --env Acrobot-v1 --out runs/dqn/acrobot --total-steps 200000 \
+        --exploration-fraction 0.25
+    python benchmarks/suite/dqn.py --env CartPole-v1 --out runs/dqn/cartpole   # resumes where it stopped
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.behavior import (check_trainer_args, episode_returns, make_trainer_env,  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.suite.behavior import (check_trainer_args, episode_returns, make_trainer_env,  # noqa: E402
                                  progress_bar)
 from common.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 
@@ -178,7 +179,7 @@ def load_qnet(path: str | Path) -> tuple[QNetwork, dict]:
     """(network in eval mode, metadata) of a snapshot written by `save_qnet`."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("kind") != "dqn":
-        raise ValueError(f"{path} is not a DQN snapshot (written by benchmarks/dqn.py)")
+        raise ValueError(f"{path} is not a DQN snapshot (written by benchmarks/suite/dqn.py)")
     q = QNetwork(blob["obs_dim"], blob["n_actions"], tuple(blob["hidden"]))
     q.load_state_dict(blob["state_dict"])
     q.eval()

@@ -1,7 +1,7 @@
 """The `stitch/` dataset suite: D4RL-style levels built locally from shipped behaviour policies, PointMaze, discrete.
 
 Every id is `stitch/<env>/<level>-v0`. An environment is one entry of `ENVS` (a Gymnasium id and the
-folder of behaviour policies that `benchmarks/select_policies.py` wrote for it); every MuJoCo
+folder of behaviour policies that `benchmarks/suite/select_policies.py` wrote for it); every MuJoCo
 environment gets the same five levels, built the way D4RL built them:
 
 * `random`        1M steps of uniform random actions.
@@ -30,7 +30,7 @@ byte-identical arrays for any number of workers on the same machine and torch bu
 GROUP_ENVS or GROUP_STEPS changes the data: batched matmuls round differently, and MuJoCo amplifies it.)
 
 Discrete tasks, `stitch/{cartpole,acrobot}/{random,medium,medium-replay,expert}-v0` (CartPole-v1,
-Acrobot-v1), are the same levels from a Double DQN run (`benchmarks/dqn.py`) instead of SAC, in the
+Acrobot-v1), are the same levels from a Double DQN run (`benchmarks/suite/dqn.py`) instead of SAC, in the
 style of D4RL and of DQN-replay (Agarwal et al., 2020): the policy folder's manifest says
 `"algorithm": "DQN"`, and each snapshot acts epsilon-greedily on its Q-values (`dqn.EpsilonGreedy`):
 
@@ -51,23 +51,27 @@ Actions are stored as int64.
 
 `stitch/pointmaze/{umaze,medium,large}[-dense]-v0` are D4RL maze2d-style datasets in gymnasium-robotics'
 PointMaze: a grid planner and a PD controller driving to random goal cells, logged continuously, rewards
-for the evaluation goal. How they are made is `benchmarks/maze.py`'s docstring; here they are built in
+for the evaluation goal. How they are made is `benchmarks/suite/maze.py`'s docstring; here they are built in
 parallel segments and written like the other levels.
 
 Datasets are created with `minari.create_dataset_from_buffers` in a hidden temporary Minari root
 inside the real one; episodes are appended as their groups arrive (by `_EpisodeWriter`, Minari's
 HDF5 layout written through h5py's low-level API, about 3x faster than Minari's writer), and the
 dataset is moved under its id only when complete, so an interrupted build never leaves a half-made
-dataset behind. Summary statistics go into the dataset's metadata (key `stitch`), which `list` and
-`cards` read without touching the episodes.
+dataset behind. Summary statistics go into the dataset's metadata (key `stitch`), which `--list` and
+`--cards` read without touching the episodes.
+
+A script that loads a missing `stitch/` id builds it through this command line: common/data.py runs
+`python benchmarks/suite/build.py ID` in a subprocess (and `--list-ids` for the suite's ids), so that
+common/ imports nothing from benchmarks/.
 
 Usage:
-    python benchmarks/suite.py list
-    python benchmarks/suite.py build stitch/hopper/medium-replay-v0
-    python benchmarks/suite.py build stitch/pointmaze/umaze-v0
-    python benchmarks/suite.py build stitch/cartpole/medium-replay-v0
-    python benchmarks/suite.py build --all [--force] [--workers 2]
-    python benchmarks/suite.py cards          # writes benchmarks/DATASETS.md
+    python benchmarks/suite/build.py stitch/hopper/medium-replay-v0
+    python benchmarks/suite/build.py stitch/pointmaze/umaze-v0 stitch/cartpole/medium-replay-v0
+    python benchmarks/suite/build.py --all [--force] [--workers 2]
+    python benchmarks/suite/build.py --list       # every suite id: built?, size, episodes, reference scores
+    python benchmarks/suite/build.py --list-ids   # the ids alone, one per line
+    python benchmarks/suite/build.py --cards      # writes benchmarks/suite/DATASETS.md
 """
 
 from __future__ import annotations
@@ -97,14 +101,14 @@ from minari.namespace import create_namespace, list_local_namespaces
 from minari.storage import get_dataset_path
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import dqn, maze  # noqa: E402
-from benchmarks.behavior import GaussianActor, load_actor  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.suite import dqn, maze  # noqa: E402
+from benchmarks.suite.behavior import GaussianActor, load_actor  # noqa: E402
 from common.evaluation import make_env  # noqa: E402
 
 POLICY_ROOT = Path(__file__).resolve().parent / "policies"
 CARDS_PATH = Path(__file__).resolve().parent / "DATASETS.md"
-CODE_PERMALINK = "benchmarks/suite.py (Stitch)"
+CODE_PERMALINK = "benchmarks/suite/build.py (Stitch)"
 
 
 LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
@@ -161,12 +165,12 @@ def load_manifest(policy_dir: str | Path) -> dict:
     path = policy_dir / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"missing behaviour-policy manifest {path}; "
-                                f"write it with `python benchmarks/select_policies.py`")
+                                f"write it with `python benchmarks/suite/select_policies.py`")
     manifest = json.loads(path.read_text())
     for entry in [manifest["expert"], manifest["medium"], *manifest["replay"]]:
         if not (policy_dir / entry["file"]).is_file():
             raise FileNotFoundError(f"missing behaviour policy {policy_dir / entry['file']} "
-                                    f"(named in {path}); rerun `python benchmarks/select_policies.py`")
+                                    f"(named in {path}); rerun `python benchmarks/suite/select_policies.py`")
     return manifest
 
 
@@ -700,7 +704,7 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
 
 def _build_maze(dataset_id: str, *, progress: bool, n_steps: int | None, seed: int, force: bool,
                 workers: int) -> None:
-    """Build a `stitch/pointmaze/...` id (see benchmarks/maze.py): the reference episodes first, then the
+    """Build a `stitch/pointmaze/...` id (see benchmarks/suite/maze.py): the reference episodes first, then the
     data segments, all in the pool; the dataset stores the evaluation env (goal and reset cell fixed)."""
     target = dataset_dir(dataset_id)
     if target.exists() and not force:
@@ -755,7 +759,7 @@ def _build_maze(dataset_id: str, *, progress: bool, n_steps: int | None, seed: i
 # ----------------------------------------------------------------------------------------------
 
 def info(dataset_id: str) -> dict:
-    """What `list` and `cards` show for one suite id: built or not, size, episodes, steps, scores."""
+    """What `--list` and `--cards` show for one suite id: built or not, size, episodes, steps, scores."""
     env_name, _ = parse_id(dataset_id)
     row = {"id": dataset_id, "built": is_built(dataset_id)}
     if row["built"]:
@@ -780,10 +784,10 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 def write_cards(path: str | Path = CARDS_PATH) -> Path:
     """Write the markdown table of every built suite id (from the datasets' metadata) to `path`."""
     lines = ["# Stitch datasets", "",
-             ("Generated by `python benchmarks/suite.py cards` from the datasets built in the local Minari root; "
-              "do not edit by hand. Returns are undiscounted episode returns over all episodes of the dataset "
+             ("Generated by `python benchmarks/suite/build.py --cards` from the datasets built in the local Minari "
+              "root; do not edit by hand. Returns are undiscounted episode returns over all episodes of the dataset "
               "(the last, cut episode of each stream included); normalized = 100 * (return - ref_min) / "
-              "(ref_max - ref_min). How each level is made: `benchmarks/suite.py`."), "",
+              "(ref_max - ref_min). How each level is made: `benchmarks/suite/build.py`."), "",
              "| dataset | policy | episodes | steps | return (mean ± std) | normalized | ref_min | ref_max |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in map(info, SUITE_IDS):
@@ -794,8 +798,8 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
         lines.append(f"| `{row['id']}` | {row['policy']} | {row['episodes']:,} | {row['steps']:,} | "
                      f"{row['return_mean']:.1f} ± {row['return_std']:.1f} | {norm:.1f} | {lo:.1f} | {hi:.1f} |")
     lines += ["", "## Behaviour policies", "",
-              "Measured by `python benchmarks/select_policies.py` (written to each policy folder's manifest.json); "
-              "returns over the manifest's `episodes` episodes.", "",
+              "Measured by `python benchmarks/suite/select_policies.py` (written to each policy folder's "
+              "manifest.json); returns over the manifest's `episodes` episodes.", "",
               "| env | policy | training step | return, as in the data (SAC: sampled; DQN: ε-greedy) | normalized | "
               "return, deterministic (DQN: greedy) |",
               "|---|---|---:|---:|---:|---:|"]
@@ -840,13 +844,14 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
     discrete = [row for row in map(info, SUITE_IDS) if row["built"] and row.get("algorithm") == "DQN"]
     if discrete:
         lines += ["", "## Discrete tasks", "",
-                  "Built from DQN snapshots (`benchmarks/dqn.py`, picked by `benchmarks/select_policies.py`) acting "
-                  "ε-greedily: the greedy action of the snapshot's Q-values with probability 1 - ε, a uniform action "
-                  "otherwise. `medium` and `expert` use the ε the DQN ended its exploration with; each `medium-replay` "
-                  "snapshot uses the mean ε of the DQN's schedule over the training steps it stands for; `random` "
-                  "is uniform (ε = 1). Actions are int64 in [0, n). Episodes end at a termination (pole or arm "
-                  "condition), at the 500-step time limit (a truncation, not a termination), or where a stream "
-                  "reaches its step budget (cut, marked truncated).", "",
+                  "Built from DQN snapshots (`benchmarks/suite/dqn.py`, picked by "
+                  "`benchmarks/suite/select_policies.py`) acting ε-greedily: the greedy action of the snapshot's "
+                  "Q-values with probability 1 - ε, a uniform action otherwise. `medium` and `expert` use the ε the "
+                  "DQN ended its exploration with; each `medium-replay` snapshot uses the mean ε of the DQN's "
+                  "schedule over the training steps it stands for; `random` is uniform (ε = 1). Actions are int64 "
+                  "in [0, n). Episodes end at a termination (pole or arm condition), at the 500-step time limit (a "
+                  "truncation, not a termination), or where a stream reaches its step budget (cut, marked "
+                  "truncated).", "",
                   "| dataset | ε | episodes terminated | at the time limit | cut at the budget |",
                   "|---|---|---:|---:|---:|"]
         for row in discrete:
@@ -859,10 +864,11 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
     mazes = [row for row in map(info, maze.MAZE_IDS) if row["built"]]
     if mazes:
         lines += ["", "## PointMaze", "",
-                  "Built by `benchmarks/maze.py` (see its docstring): the behaviour drives to uniformly random open "
-                  "cells, not to the evaluation goal. Reference scores are mean returns over 100 evaluation episodes "
-                  "(start at the reset cell, goal cell fixed): uniform random actions (ref_min), the planner + PD "
-                  "controller driving to the goal without noise (ref_max). Cells are (row, col).", "",
+                  "Built by `benchmarks/suite/maze.py` (see its docstring): the behaviour drives to uniformly "
+                  "random open cells, not to the evaluation goal. Reference scores are mean returns over 100 "
+                  "evaluation episodes (start at the reset cell, goal cell fixed): uniform random actions "
+                  "(ref_min), the planner + PD controller driving to the goal without noise (ref_max). Cells are "
+                  "(row, col).", "",
                   "| dataset | reward | episode steps | reset -> goal | goals reached (cells of open) | "
                   "ref_min (random) | ref_max (planner) |", "|---|---|---:|---|---:|---:|---:|"]
         for row in mazes:
@@ -877,32 +883,41 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="every suite id, built or not, with size, episodes, steps and reference scores")
-    p_build = commands.add_parser("build", help="build suite datasets into the Minari root")
-    p_build.add_argument("ids", nargs="*", metavar="ID", help="suite ids to build")
-    p_build.add_argument("--all", action="store_true", help="build every suite id")
-    p_build.add_argument("--force", action="store_true", help="rebuild ids that already exist")
-    p_build.add_argument("--seed", type=int, default=0, help="build seed (the suite's datasets use 0)")
-    p_build.add_argument("--policy-dir", help="behaviour policies to build the MuJoCo levels from (default: the "
-                                              "shipped ones; pointmaze needs none)")
-    p_build.add_argument("--workers", type=int, default=default_workers(),
-                         help="processes running the rollouts (default: %(default)s); the data does not depend on it")
-    p_cards = commands.add_parser("cards", help=f"write the dataset table ({CARDS_PATH.name})")
-    p_cards.add_argument("--out", default=str(CARDS_PATH), help="markdown file to write")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="Datasets go into the Minari root "
+                                     "($MINARI_DATASETS_PATH, default ~/.minari/datasets).")
+    parser.add_argument("ids", nargs="*", metavar="ID", help="suite ids to build")
+    parser.add_argument("--all", action="store_true", help="build every suite id")
+    parser.add_argument("--force", action="store_true", help="rebuild ids that already exist")
+    parser.add_argument("--seed", type=int, default=0, help="build seed (the suite's datasets use 0)")
+    parser.add_argument("--policy-dir", help="behaviour policies to build the MuJoCo levels from (default: the "
+                                             "shipped ones; pointmaze needs none)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes running the rollouts (default: %(default)s); the data does not depend on it")
+    instead = parser.add_mutually_exclusive_group()
+    instead.add_argument("--list", action="store_true",
+                         help="every suite id, built or not, with size, episodes, steps and reference scores")
+    instead.add_argument("--list-ids", action="store_true", help="every suite id, one per line")
+    instead.add_argument("--cards", nargs="?", const=str(CARDS_PATH), metavar="FILE",
+                         help="write the dataset table to FILE (default: benchmarks/suite/DATASETS.md)")
     args = parser.parse_args(argv)
+    if args.list or args.list_ids or args.cards is not None:
+        if args.ids or args.all:
+            parser.error("--list, --list-ids and --cards build nothing: give them without ids or --all")
+    elif args.all == bool(args.ids):
+        parser.error("give the suite ids to build, or --all (not both); --list shows them")
 
-    if args.command == "list":
+    if args.list_ids:
+        print("\n".join(SUITE_IDS))
+    elif args.list:
         print(f"Minari root: {dataset_dir('')}")
         print(f"{'id':36} {'size':>9} {'episodes':>9} {'steps':>10} {'ref_min':>9} {'ref_max':>9}")
         for row in map(info, SUITE_IDS):
             size = f"{row['size_mb']:.1f} MB" if row["built"] else "not built"
             print(f"{row['id']:36} {size:>9} {row.get('episodes', '-'):>9} {row.get('steps', '-'):>10} "
                   f"{_fmt(row.get('ref_min_score')):>9} {_fmt(row.get('ref_max_score')):>9}")
-    elif args.command == "build":
-        if args.all == bool(args.ids):
-            parser.error("build: give suite ids or --all (not both)")
+    elif args.cards is not None:
+        print(f"wrote {write_cards(args.cards)}")
+    else:
         ids = SUITE_IDS if args.all else args.ids
         try:
             for dataset_id in ids:
@@ -913,12 +928,11 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 build(dataset_id, seed=args.seed, force=args.force, policy_dir=args.policy_dir, workers=args.workers)
                 print(f"{dataset_id}: built at {dataset_dir(dataset_id)}")
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:  # an unknown id, missing behaviour policies, a full disk, ...
             raise SystemExit(f"error: {e}") from None
-    else:
-        print(f"wrote {write_cards(args.out)}")
 
 
 if __name__ == "__main__":
-    from benchmarks import suite  # noqa: PLW0406 -- run as the importable module, whose tasks the worker processes can unpickle
-    suite.main()
+    # run as the importable module benchmarks.suite.build, whose tasks the worker processes can unpickle
+    from benchmarks.suite import build as importable
+    importable.main()

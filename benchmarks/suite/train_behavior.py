@@ -11,8 +11,8 @@ same recipe D4RL used for its behaviour policies. The run is built to be killed 
   learning curve can later become a dataset level (`medium`, the `medium-replay` mixture, ...).
 
 Usage:
-    python benchmarks/train_behavior.py --env Hopper-v5 --out runs/behavior/hopper
-    python benchmarks/train_behavior.py --env Hopper-v5 --out runs/behavior/hopper  # resumes
+    python benchmarks/suite/train_behavior.py --env Hopper-v5 --out runs/behavior/hopper
+    python benchmarks/suite/train_behavior.py --env Hopper-v5 --out runs/behavior/hopper  # resumes
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.behavior import (GaussianActor, check_trainer_args, episode_returns,  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.suite.behavior import (GaussianActor, check_trainer_args, episode_returns,  # noqa: E402
                                  make_trainer_env, progress_bar, save_actor)
 from common.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Pick a SAC or DQN run's expert and medium snapshots and ship them as the suite's behaviour policies.
 
-Reads a run folder written by `benchmarks/train_behavior.py` (SAC) or `benchmarks/dqn.py` (DQN, for the
+Reads a run folder written by `benchmarks/suite/train_behavior.py` (SAC) or `benchmarks/suite/dqn.py` (DQN, for the
 discrete tasks) and writes `<out>/` (by default
-`benchmarks/policies/<env>/`, the folder `benchmarks/suite.py` builds from):
+`benchmarks/suite/policies/<env>/`, the folder `benchmarks/suite/build.py` builds from):
 
     expert.pt            the snapshot with the best evaluation in the run's index (or --expert-step; or
                          with --expert-candidates K, the best measured of the K best in the index)
@@ -12,7 +12,7 @@ discrete tasks) and writes `<out>/` (by default
     replay/actor_<step>.pt   every snapshot after the run's random warm-up up to medium (medium-replay)
     manifest.json        steps, measured returns, reference scores, the run's schedule
 
-Measurements use `suite.rollout` (lockstepped envs, batched actor) on the same 100 evaluation
+Measurements use `build.rollout` (lockstepped envs, batched actor) on the same 100 evaluation
 episodes (reset seeds) for every policy. Medium candidates: of the snapshots taken before the run first
 got `expert_level` of the way from the random policy's return to the expert's index evaluation (on the
 normalized scale, so that negative returns such as Acrobot's work; D4RL's medium is an early-stopped
@@ -32,9 +32,9 @@ expert levels) and, for each medium-replay snapshot, the mean epsilon of the run
 schedule over the training steps that snapshot stands for (the steps since the previous one).
 
 Usage:
-    python benchmarks/select_policies.py --run /work/sac_runs/hopper --env hopper
-    python benchmarks/select_policies.py --run /work/sac_runs/hopper --env hopper --medium-step 300000
-    python benchmarks/select_policies.py --run runs/dqn/cartpole --env cartpole
+    python benchmarks/suite/select_policies.py --run /work/sac_runs/hopper --env hopper
+    python benchmarks/suite/select_policies.py --run /work/sac_runs/hopper --env hopper --medium-step 300000
+    python benchmarks/suite/select_policies.py --run runs/dqn/cartpole --env cartpole
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ import numpy as np
 import torch
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import dqn  # noqa: E402
-from benchmarks.suite import ENVS, Policy, load_policy, make_envs, rollout  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.suite import dqn  # noqa: E402
+from benchmarks.suite.build import ENVS, Policy, load_policy, make_envs, rollout  # noqa: E402
 from common.checkpoints import load_checkpoint  # noqa: E402
 
 
@@ -62,9 +62,10 @@ BAND = (0.40, 0.55)  # D4RL's medium: 40-55% of the expert on the normalized sca
 @dataclasses.dataclass
 class Args:
     run: str
-    """Run folder written by benchmarks/train_behavior.py or benchmarks/dqn.py (snapshots/, checkpoint.pt)."""
+    """Run folder written by benchmarks/suite/train_behavior.py or benchmarks/suite/dqn.py (snapshots/,
+    checkpoint.pt)."""
     env: str = "hopper"
-    """Suite environment name (a key of suite.ENVS)."""
+    """Suite environment name (a key of build.ENVS)."""
     expert_step: int | None = None
     """Snapshot step to use as expert (default: best eval_mean in the run's index)."""
     medium_step: int | None = None
@@ -146,7 +147,7 @@ def replay_epsilons(steps: list[int], run_args: dict) -> list[float]:
 def command_line(args: Args) -> str:
     """The command that makes this policy folder again (the flags that differ from their defaults)."""
     defaults = Args(run=args.run)
-    parts = ["python", "benchmarks/select_policies.py", "--run", args.run, "--env", args.env]
+    parts = ["python", "benchmarks/suite/select_policies.py", "--run", args.run, "--env", args.env]
     for field in dataclasses.fields(Args):
         value = getattr(args, field.name)
         if field.name not in ("run", "env") and value != getattr(defaults, field.name):

@@ -3,7 +3,7 @@ trainers share (snapshot evaluation, argument and environment checks, the progre
 
 A tanh-squashed Gaussian actor (SAC's policy). Snapshots are stored as plain state dicts plus a
 little metadata so they load with `torch.load(..., weights_only=True)` and are small enough to
-ship with the repository (`benchmarks/policies/`).
+ship with the repository (`benchmarks/suite/policies/`).
 """
 
 from __future__ import annotations

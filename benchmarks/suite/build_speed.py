@@ -1,10 +1,10 @@
 """Measure how long the suite takes to build a dataset on this machine, and write a results file.
 
-    python benchmarks/build_speed.py                                    # stitch/hopper/medium-v0, 1M steps
-    python benchmarks/build_speed.py --ids stitch/hopper/random-v0 stitch/hopper/expert-v0 --workers 2
+    python benchmarks/suite/build_speed.py                                    # stitch/hopper/medium-v0, 1M steps
+    python benchmarks/suite/build_speed.py --ids stitch/hopper/random-v0 stitch/hopper/expert-v0 --workers 2
 
 Each id is built from scratch into a temporary Minari root (your own datasets are not touched) exactly as
-`python benchmarks/suite.py build ID` builds it, and the wall time, the CPU time of this process and its
+`python benchmarks/suite/build.py ID` builds it, and the wall time, the CPU time of this process and its
 workers, and the machine's load average before and after are written to
 benchmarks/results/build_speed_<cpus>cpu.json. Run it on an idle machine: other jobs sharing the cores
 show up as a load average above the worker count, and the wall time then says little about the build.
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import tyro
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
 @dataclasses.dataclass
 class Args:
     ids: list[str] = dataclasses.field(default_factory=lambda: ["stitch/hopper/medium-v0"])
-    """Suite ids to build (python benchmarks/suite.py list shows them)."""
+    """Suite ids to build (python benchmarks/suite/build.py --list shows them)."""
     n_steps: int | None = None
     """Steps per level instead of the suite's (1M for the locomotion levels); for quick checks."""
     workers: int | None = None
@@ -44,7 +44,7 @@ def cpu_seconds() -> float:
 
 
 def main(args: Args) -> None:
-    from benchmarks import suite
+    from benchmarks.suite import build as suite
     from benchmarks.speed import cpu_name, write_results
 
     for dataset_id in args.ids:
@@ -67,7 +67,7 @@ def main(args: Args) -> None:
                   f"steps), {cpu:.0f} s CPU; load average {load_before:.1f} before, "
                   f"{row['load_avg_1min_after']:.1f} after", flush=True)
     record = {"builds": rows, "workers": workers, "cpu_count": os.cpu_count(), "cpu": cpu_name(),
-              "command": "python benchmarks/build_speed.py " + " ".join(sys.argv[1:])}
+              "command": "python benchmarks/suite/build_speed.py " + " ".join(sys.argv[1:])}
     write_results(Path(args.out or ROOT / "benchmarks" / "results" / f"build_speed_{os.cpu_count()}cpu.json"), record)
 
 
