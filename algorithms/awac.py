@@ -59,6 +59,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,10 +68,13 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import adam, fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -106,9 +110,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -235,13 +243,6 @@ def actor_loss(log_prob: torch.Tensor, adv: torch.Tensor, awac_lambda: float) ->
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-
-
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
@@ -266,8 +267,8 @@ def train(args: Args) -> dict:
     q_target.load_state_dict(q.state_dict())
     q_target.requires_grad_(False)
     policy = GaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
-    q_opt = make_optimizer(q.parameters(), args.critic_lr)
-    pi_opt = make_optimizer(policy.parameters(), args.actor_lr, args.actor_weight_decay)
+    q_opt = adam(q.parameters(), args.critic_lr, device)
+    pi_opt = adam(policy.parameters(), args.actor_lr, device, args.actor_weight_decay)
 
     step, evals = 0, []
     if state is not None:
@@ -283,19 +284,21 @@ def train(args: Args) -> dict:
     run = Run(run_dir, args, "awac", args.total_steps, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
-    def update(batch) -> dict[str, torch.Tensor]:
-        obs, act, rew, next_obs, done = batch
+    def update() -> dict[str, torch.Tensor]:
+        obs, act, rew, next_obs, done = buffer.sample(args.batch_size)
         with torch.no_grad():  # every quantity below from the networks as they are before this update
             next_q = q_target(next_obs, policy.sample(next_obs)).min(0).values
             q_pi = q(obs, policy.sample(obs))  # Q_i(s, a~), a~ ~ pi(.|s): V^pi(s) from one policy sample
         q_data = q(obs, act)
         adv = advantage(q_data, q_pi)
         qf_loss = q_loss(q_data, rew, done, next_q, args.gamma)
-        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.temperature)
-
         q_opt.zero_grad(set_to_none=True)
         qf_loss.backward()
         q_opt.step()
+
+        # after the critics' step, which it does not depend on (adv is fixed above): under --compile, two losses
+        # from one compiled forward share one backward, which can run only once
+        pi_loss = actor_loss(policy.log_prob(obs, act), adv, args.temperature)
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()
         pi_opt.step()
@@ -305,42 +308,68 @@ def train(args: Args) -> dict:
         return {"loss/q": qf_loss, "loss/actor": pi_loss, "adv_mean": adv.mean(), "adv_std": adv.std(),
                 "weight_max": awac_weights(adv, args.temperature).max(), "q_data": q_data.mean().detach()}
 
-    def policy_fn(obs: np.ndarray) -> np.ndarray:
-        return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+    policy_fn = policy_function(policy, device)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
             "q": q.state_dict(), "q_target": q_target.state_dict(), "policy": policy.state_dict(),
             "q_opt": q_opt.state_dict(), "pi_opt": pi_opt.state_dict(), "buffer": buffer.state_dict(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
-            "algo": "awac", "args": json.dumps(dataclasses.asdict(args))})
+            "algo": "awac", "args": json.dumps(dataclasses.asdict(args)),
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim})
 
+    update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        metrics = update(buffer.sample(args.batch_size))
-        step += 1
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            metrics = update_fn()
+            step += 1
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "awac", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"awac {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"awac {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(policy: GaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).clamp(-1, 1).cpu().numpy()
+    act.module = policy
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    state = load_policy_checkpoint(run_dir, "awac")
+    args = Args(**upgrade_args("awac", json.loads(state["args"])))
+    policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)
+    policy.load_state_dict(state["policy"])
+    return policy_function(policy.eval(), torch.device(device))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -75,10 +75,13 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -131,9 +134,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -263,7 +270,13 @@ def action_bound_loss(mean: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
 # Training
 # ----------------------------------------------------------------------------------------------
 def make_optimizer(params, lr: float, momentum: float) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    """SGD with momentum, its momentum buffers created now as zeros: the first step's buffer is then the gradient,
+    as with SGD's lazy buffers, and a compiled update sees one optimizer state from its first call on."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    return opt
 
 
 def train(args: Args) -> dict:
@@ -333,7 +346,8 @@ def train(args: Args) -> dict:
             weights.copy_(awr_weights(targets, args.temperature, args.max_weight))
         stats.copy_(torch.stack([(targets - v).mean(), (targets - v).std(), weights.mean()]))
 
-    def update(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    def update() -> dict[str, torch.Tensor]:  # the loop below recomputes the targets and weights between updates
+        idx = torch.randint(0, len(buffer), (args.batch_size,), device=device, generator=buffer.generator)
         obs, act, target = buffer.obs[idx], buffer.actions[idx], targets[idx]
         v = value(obs).squeeze(-1)
         v_loss = value_loss(v, target / v_scale)
@@ -355,9 +369,7 @@ def train(args: Args) -> dict:
         return {"loss/value": v_loss, "loss/actor": pi_loss, "weight_batch_mean": w.mean(), "adv_mean": stats[0],
                 "adv_std": stats[1], "weight_mean": stats[2]}
 
-    def policy_fn(obs: np.ndarray) -> np.ndarray:
-        obs_t = (torch.as_tensor(obs, device=device) - obs_mean_t) / obs_std_t
-        return policy.act(obs_t).clamp(-1, 1).cpu().numpy()
+    policy_fn = policy_function(policy, device, obs_mean_t, obs_std_t)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
@@ -366,37 +378,66 @@ def train(args: Args) -> dict:
             "weights": weights.cpu(), "sqd_norm": sqd_norm.cpu(), "stats": stats.cpu(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "awr", "args": json.dumps(dataclasses.asdict(args)),
-            "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim, "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
 
+    update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        if step % args.recompute_every == 0:
-            recompute()
-        idx = torch.randint(0, len(buffer), (args.batch_size,), device=device, generator=buffer.generator)
-        metrics = update(idx)
-        step += 1
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            if step % args.recompute_every == 0:
+                recompute()
+            metrics = update_fn()
+            step += 1
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "awr", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"awr {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"awr {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(policy: GaussianPolicy, device: torch.device, obs_mean: torch.Tensor,
+                    obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim], normalized with the dataset's statistics,
+    -> the mean actions [n, act_dim], clipped to [-1, 1]."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std
+        return policy.act(obs_t).clamp(-1, 1).cpu().numpy()
+    act.module = policy
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    state = load_policy_checkpoint(run_dir, "awr")
+    args = Args(**upgrade_args("awr", json.loads(state["args"])))
+    policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim, args.action_std).to(device)
+    policy.load_state_dict(state["policy"])
+    return policy_function(policy.eval(), torch.device(device), state["obs_mean"].to(device),
+                           state["obs_std"].to(device))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -71,10 +71,13 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import adam, fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -119,9 +122,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -261,13 +268,6 @@ def actor_loss(log_prob: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(params, lr: float) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
@@ -298,8 +298,8 @@ def train(args: Args) -> dict:
     policy_target = TanhGaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
     policy_target.load_state_dict(policy.state_dict())
     policy_target.requires_grad_(False)
-    q_opt = make_optimizer(q.parameters(), args.critic_lr)
-    pi_opt = make_optimizer(policy.parameters(), args.actor_lr)
+    q_opt = adam(q.parameters(), args.critic_lr, device)
+    pi_opt = adam(policy.parameters(), args.actor_lr, device)
 
     step, evals = 0, []
     if state is not None:
@@ -323,8 +323,8 @@ def train(args: Args) -> dict:
         i = rows[torch.randint(0, len(rows), (batch_size,), device=device, generator=buffer.generator)]
         return buffer.obs[i], buffer.actions[i], buffer.rewards[i], buffer.next_obs[i], buffer.dones[i], next_actions[i]
 
-    def update(batch, step: int) -> dict[str, torch.Tensor]:
-        obs, act, rew, next_obs, done, next_act = batch
+    def update(copy_targets: bool) -> dict[str, torch.Tensor]:
+        obs, act, rew, next_obs, done, next_act = sample(args.batch_size)
         B = obs.shape[0]
         with torch.no_grad():  # every quantity below from the networks as they are before this update
             next_q = q_target(next_obs, next_act if next_act is not None else policy_target.sample(next_obs))
@@ -333,24 +333,25 @@ def train(args: Args) -> dict:
         adv = advantage(q_data, q_samples, args.advantage)
         weight = crr_filter(adv, args.filter, args.temperature, args.max_weight)
         qf_loss = q_loss(q_data, rew, done, next_q, args.gamma)
-        pi_loss = actor_loss(policy.log_prob(obs, act), weight)
-
         q_opt.zero_grad(set_to_none=True)
         qf_loss.backward()
         q_opt.step()
+
+        # after the critic's step, which it does not depend on (the weights are fixed above): under --compile, two
+        # losses from one compiled forward share one backward, which can run only once
+        pi_loss = actor_loss(policy.log_prob(obs, act), weight)
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()
         pi_opt.step()
 
-        if step % args.target_update_every == 0:
+        if copy_targets:  # every target_update_every updates
             with torch.no_grad():
                 for target, online in ((q_target, q), (policy_target, policy)):
                     torch._foreach_copy_(list(target.parameters()), list(online.parameters()))
         return {"loss/q": qf_loss, "loss/actor": pi_loss, "adv_mean": adv.mean(), "weight_mean": weight.mean(),
                 "q_data": q_data.mean().detach()}
 
-    def policy_fn(obs: np.ndarray) -> np.ndarray:
-        return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+    policy_fn = policy_function(policy, device)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
@@ -358,34 +359,61 @@ def train(args: Args) -> dict:
             "policy_target": policy_target.state_dict(), "q_opt": q_opt.state_dict(),
             "pi_opt": pi_opt.state_dict(), "buffer": buffer.state_dict(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
-            "algo": "crr", "args": json.dumps(dataclasses.asdict(args))})
+            "algo": "crr", "args": json.dumps(dataclasses.asdict(args)),
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim})
 
+    update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        metrics = update(sample(args.batch_size), step + 1)
-        step += 1
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            metrics = update_fn(copy_targets=(step + 1) % args.target_update_every == 0)
+            step += 1
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "crr", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"crr {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"crr {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(policy: TanhGaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).clamp(-1, 1).cpu().numpy()
+    act.module = policy
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    state = load_policy_checkpoint(run_dir, "crr")
+    args = Args(**upgrade_args("crr", json.loads(state["args"])))
+    policy = TanhGaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)
+    policy.load_state_dict(state["policy"])
+    return policy_function(policy.eval(), torch.device(device))
 
 
 if __name__ == "__main__":

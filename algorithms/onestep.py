@@ -63,7 +63,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -73,10 +73,13 @@ from torch.distributions import Normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import adam, fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -125,9 +128,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -194,7 +201,8 @@ class GaussianPolicy(nn.Module):
 
     def dist(self, obs: torch.Tensor) -> Normal:
         mu, log_std = self.net(obs).chunk(2, -1)
-        return Normal(torch.tanh(mu), (-5.0 + 2.5 * (torch.tanh(log_std) + 1.0)).exp())
+        # validate_args=False: the argument checks would read tensors on the host inside the update (--compile)
+        return Normal(torch.tanh(mu), (-5.0 + 2.5 * (torch.tanh(log_std) + 1.0)).exp(), validate_args=False)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.dist(obs).log_prob(act).sum(-1)
@@ -253,13 +261,6 @@ def reverse_kl_loss(q_pi: torch.Tensor, log_pi: torch.Tensor, log_beta: torch.Te
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(params, lr: float) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
@@ -286,9 +287,9 @@ def train(args: Args) -> dict:
     q_target.load_state_dict(q.state_dict())
     q_target.requires_grad_(False)
     policy = GaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
-    beta_opt = make_optimizer(behaviour.parameters(), args.actor_lr)
-    q_opt = make_optimizer(q.parameters(), args.critic_lr)
-    pi_opt = make_optimizer(policy.parameters(), args.actor_lr)
+    beta_opt = adam(behaviour.parameters(), args.actor_lr, device)
+    q_opt = adam(q.parameters(), args.critic_lr, device)
+    pi_opt = adam(policy.parameters(), args.actor_lr, device)
 
     step, evals = 0, []
     if state is not None:
@@ -309,14 +310,17 @@ def train(args: Args) -> dict:
         i = rows[torch.randint(0, len(rows), (batch_size,), device=device, generator=buffer.generator)]
         return buffer.obs[i], buffer.actions[i], buffer.rewards[i], buffer.next_obs[i], next_actions[i], buffer.dones[i]
 
-    def bc_update(obs, act) -> dict[str, torch.Tensor]:
+    # One update function per phase (each compiled and captured on its own with --compile), each drawing its minibatch.
+    def bc_update() -> dict[str, torch.Tensor]:
+        obs, act, *_ = sample(args.batch_size)
         loss = bc_loss(behaviour.log_prob(obs, act))
         beta_opt.zero_grad(set_to_none=True)
         loss.backward()
         beta_opt.step()
         return {"loss/bc": loss}
 
-    def q_update(obs, act, rew, next_obs, next_act, done, k: int) -> dict[str, torch.Tensor]:
+    def q_update(target: bool) -> dict[str, torch.Tensor]:
+        obs, act, rew, next_obs, next_act, done = sample(args.batch_size)
         with torch.no_grad():
             next_q = q_target(next_obs, next_act)
         q_sa = q(obs, act)
@@ -324,12 +328,13 @@ def train(args: Args) -> dict:
         q_opt.zero_grad(set_to_none=True)
         loss.backward()
         q_opt.step()
-        if k % args.target_update_every == 0:  # the authors' target_update_freq: every 2nd Q update
+        if target:  # every target_update_every Q updates (the authors' target_update_freq: every 2nd)
             with torch.no_grad():
                 torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
         return {"loss/q": loss, "q_data": q_sa.detach().mean()}
 
-    def pi_update(obs, act) -> dict[str, torch.Tensor]:
+    def pi_update() -> dict[str, torch.Tensor]:
+        obs, act, *_ = sample(args.batch_size)
         if args.improvement == "exp_weight":
             with torch.no_grad():
                 samples = behaviour.dist(obs).sample((args.num_action_samples,))  # [N, B, act]
@@ -353,7 +358,7 @@ def train(args: Args) -> dict:
         return policy if step > q_end else behaviour  # pi exists from the first improvement update on
 
     def policy_fn(obs: np.ndarray) -> np.ndarray:
-        return current_policy().act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+        return policy_function(current_policy(), device)(obs)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
@@ -361,47 +366,75 @@ def train(args: Args) -> dict:
             "policy": policy.state_dict(), "beta_opt": beta_opt.state_dict(), "q_opt": q_opt.state_dict(),
             "pi_opt": pi_opt.state_dict(), "buffer": buffer.state_dict(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
-            "algo": "onestep", "args": json.dumps(dataclasses.asdict(args))})
+            "algo": "onestep", "args": json.dumps(dataclasses.asdict(args)),
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim})
 
     for net in (behaviour, q):  # fixed in phase 3 (a resumed run may start there), which differentiates through them
         net.requires_grad_(step < q_end)
+    bc_update_fn, q_update_fn, pi_update_fn = (fast_update(f, device, args.compile, generators=[buffer.generator])
+                                               for f in (bc_update, q_update, pi_update))  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        obs, act, rew, next_obs, next_act, done = sample(args.batch_size)
-        if step < bc_end:
-            metrics = bc_update(obs, act)
-        elif step < q_end:
-            metrics = q_update(obs, act, rew, next_obs, next_act, done, k=step - bc_end + 1)
-        else:
-            if step == q_end:  # one step of improvement, starting from beta, against the fixed Q^beta
-                policy.load_state_dict(behaviour.state_dict())
-                behaviour.requires_grad_(False)
-                q.requires_grad_(False)
-            metrics = pi_update(obs, act)
-        step += 1
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"phase": 1 if step <= bc_end else 2 if step <= q_end else 3,
-                       "updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            if step < bc_end:
+                metrics = bc_update_fn()
+            elif step < q_end:
+                metrics = q_update_fn(target=(step - bc_end + 1) % args.target_update_every == 0)
+            else:
+                if step == q_end:  # one step of improvement, starting from beta, against the fixed Q^beta
+                    policy.load_state_dict(behaviour.state_dict())
+                    behaviour.requires_grad_(False)
+                    q.requires_grad_(False)
+                metrics = pi_update_fn()
+            step += 1
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"phase": 1 if step <= bc_end else 2 if step <= q_end else 3,
+                           "updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "onestep", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"onestep {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"onestep {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(policy: GaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).clamp(-1, 1).cpu().numpy()
+    act.module = policy
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network): pi once
+    the improvement phase has begun, else beta, as the run evaluates."""
+    state = load_policy_checkpoint(run_dir, "onestep")
+    args = Args(**upgrade_args("onestep", json.loads(state["args"])))
+    policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)
+    policy.load_state_dict(state["policy" if int(state["step"]) > phase_ends(args)[1] else "behaviour"])
+    return policy_function(policy.eval(), torch.device(device))
 
 
 if __name__ == "__main__":

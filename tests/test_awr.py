@@ -10,6 +10,8 @@ import torch
 
 from algorithms import awr
 from common.checkpoints import load_checkpoint
+from common.data import load_dataset
+from common.evaluation import evaluate
 from conftest import check_bad_flag, check_finished_run, make_dataset
 
 
@@ -167,6 +169,17 @@ def test_train_smoke(tiny_hopper, tmp_path):
     _, _, ckpt = check_finished_run(awr, args, awr.train(args), loss_key="loss/value", networks=("value", "policy"),
                                     finite=("loss/value", "loss/actor", "adv_mean", "weight_mean"))
     assert 0 < ckpt["weights"].min() and ckpt["weights"].max() <= 20.0
+
+
+def test_load_policy_replays_the_final_evaluation(tiny_hopper, tmp_path):
+    args = awr.Args(dataset=tiny_hopper, total_steps=20, eval_every=20, eval_episodes=2, log_every=10,
+                    recompute_every=10, hidden_dim=32, runs_dir=str(tmp_path / "runs"), progress=False)
+    result = awr.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    policy = awr.load_policy(run_dir)  # with the run's observation statistics
+    assert isinstance(policy.module, awr.GaussianPolicy)
+    returns = evaluate(policy, load_dataset(tiny_hopper).env_spec, args.eval_episodes, seed=args.seed)
+    assert float(returns.mean()) == result["final_return"]
 
 
 @pytest.fixture

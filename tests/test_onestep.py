@@ -12,6 +12,8 @@ import torch
 from algorithms import onestep
 from common.checkpoints import load_checkpoint
 from common.config import ArgumentError
+from common.data import load_dataset
+from common.evaluation import evaluate
 from conftest import check_bad_flag, check_finished_run
 
 
@@ -161,6 +163,18 @@ def test_train_smoke(tiny_hopper, tmp_path):
     assert math.isfinite(logs[0]["loss/bc"])
     for r in logs[1:]:
         assert math.isfinite(r["loss/q"]) and math.isfinite(r["q_data"])
+
+
+def test_load_policy_replays_the_final_evaluation(tiny_hopper, tmp_path):
+    args = small_args(tiny_hopper, tmp_path / "runs", total_steps=22, bc_steps=10, q_steps=10, eval_every=22,
+                      eval_episodes=2)
+    result = onestep.train(args)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    policy = onestep.load_policy(run_dir)  # pi: the run ended in the improvement phase
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert all(torch.equal(v, ckpt["policy"][k]) for k, v in policy.module.state_dict().items())
+    returns = evaluate(policy, load_dataset(tiny_hopper).env_spec, args.eval_episodes, seed=args.seed)
+    assert float(returns.mean()) == result["final_return"]
 
 
 def test_reverse_kl_improvement_trains(tiny_hopper, tmp_path):
