@@ -90,7 +90,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -99,10 +99,13 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import adam, fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -160,9 +163,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -340,13 +347,6 @@ def alpha_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: fl
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(params, lr: float) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
@@ -378,10 +378,10 @@ def train(args: Args) -> dict:
     policy = TanhGaussianPolicy(obs_dim, act_dim, args.hidden_dim, rlkit=rlkit, log_std_min=args.log_std_min).to(device)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     log_alpha_prime = torch.zeros(1, device=device, requires_grad=True)  # used only with Lagrange
-    q_opt = make_optimizer(q.parameters(), args.critic_lr)
-    pi_opt = make_optimizer(policy.parameters(), args.actor_lr)
-    alpha_opt = make_optimizer([log_alpha], args.actor_lr)
-    alpha_prime_opt = make_optimizer([log_alpha_prime], args.critic_lr)
+    q_opt = adam(q.parameters(), args.critic_lr, device)
+    pi_opt = adam(policy.parameters(), args.actor_lr, device)
+    alpha_opt = adam([log_alpha], args.actor_lr, device)
+    alpha_prime_opt = adam([log_alpha_prime], args.critic_lr, device)
 
     step, evals = 0, []
     if state is not None:
@@ -401,8 +401,68 @@ def train(args: Args) -> dict:
     run = Run(run_dir, args, "cql", args.total_steps, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
-    def update(batch, bc: bool) -> dict[str, torch.Tensor]:
-        obs, act, rew, next_obs, done = batch
+    # The two halves of an update, defined here rather than inside update(): torch.compile (2.13) fails on a graph
+    # break (each .backward()) in a function created inside the compiled one once a process loads the script twice.
+    def actor_step(obs, act, mean, log_std, new_act, new_logp, bc: bool):
+        """The temperature, then the policy (on the critics as they are now); mean, log_std: pi's at s."""
+        a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
+        alpha_opt.zero_grad(set_to_none=True)
+        a_loss.backward()
+        alpha_opt.step()
+        alpha = log_alpha.exp().detach()  # the freshly updated temperature, as in the official code
+
+        if bc:
+            pi_loss = bc_actor_loss(new_logp, log_prob_of(mean, log_std, act), alpha)
+        else:
+            pi_loss = sac_actor_loss(new_logp, q(obs, new_act).min(0).values, alpha)
+        pi_opt.zero_grad(set_to_none=True)
+        pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad discards them
+        pi_opt.step()
+        return alpha, {"loss/actor": pi_loss, "loss/alpha": a_loss, "alpha": alpha.squeeze()}
+
+    def critic_step(obs, act, rew, next_obs, done, next_act, next_logp, cql_act, cql_logp, alpha):
+        """The critics: TD to the target critics' backup plus the conservative term; cql_act, cql_logp: the N
+        samples at s (the first B) and at s' (the last B)."""
+        B = obs.shape[0]
+        with torch.no_grad():
+            next_q = q_target(next_obs, next_act).min(0).values
+            if args.backup_entropy:
+                next_q = next_q - alpha * next_logp
+            target = rew + args.gamma * (1.0 - done) * next_q
+        # Both critics at s on [dataset action, N uniform, N ~ pi(.|s'), N ~ pi(.|s)]: one batched forward.
+        rand_act = torch.rand(n_act, B, act_dim, device=obs.device) * 2 - 1
+        acts = torch.cat([act.unsqueeze(0), rand_act, cql_act[:, B:], cql_act[:, :B]])  # [1 + 3N, B, A]
+        q_all = q(obs.repeat(1 + 3 * n_act, 1), acts.reshape(-1, act_dim)).view(q.n, 1 + 3 * n_act, B)
+        q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n_act]
+        q_pi_next, q_pi = q_all[:, 1 + n_act:1 + 2 * n_act], q_all[:, 1 + 2 * n_act:]
+        td = td_loss(q_data, target)
+        gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim,
+                      args.logsumexp_temperature)
+
+        metrics = {}
+        if lagrange:
+            alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
+            cql = alpha_prime.detach() * (args.regularizer_weight * gap - args.lagrange_threshold)
+            ap_loss = lagrange_loss(alpha_prime, gap, args.regularizer_weight, args.lagrange_threshold)
+            metrics = {"loss/alpha_prime": ap_loss, "alpha_prime": alpha_prime.detach().squeeze()}
+        else:
+            cql = args.regularizer_weight * gap
+        qf_loss = (td + cql).sum()
+        q_opt.zero_grad(set_to_none=True)
+        if lagrange:  # one backward for both: neither loss reaches the other's parameters (each reads the other's
+            # input detached), so the gradients are two backward passes'; a compiled update computes both losses
+            # in one graph, which it can backpropagate through only once
+            alpha_prime_opt.zero_grad(set_to_none=True)
+            (qf_loss + ap_loss).backward()
+            alpha_prime_opt.step()
+        else:
+            qf_loss.backward()
+        q_opt.step()
+        return metrics | {"loss/q": td.sum(), "loss/cql": cql.sum(), "cql_gap": gap.mean(),
+                          "q_data": q_data.mean().detach(), "q_rand": q_rand.mean().detach()}
+
+    def update(bc: bool) -> dict[str, torch.Tensor]:  # bc: the policy's behaviour-cloning warm-up
+        obs, act, rew, next_obs, done = buffer.sample(args.batch_size)
         B = obs.shape[0]
         # One policy pass on s and s'; every sample below comes from these means and standard deviations.
         mean, log_std = policy(torch.cat([obs, next_obs]))
@@ -410,70 +470,20 @@ def train(args: Args) -> dict:
         with torch.no_grad():
             next_act, next_logp = backup_action(mean[B:], log_std[B:], args.target_action)  # a' for the backup
             cql_act, cql_logp = sample_actions(mean, log_std, n_act)  # [N, 2B, A]: N per state of s and s'
-
-        def actor_step():  # the temperature, then the policy (on the critics as they are now)
-            a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
-            alpha_opt.zero_grad(set_to_none=True)
-            a_loss.backward()
-            alpha_opt.step()
-            alpha = log_alpha.exp().detach()  # the freshly updated temperature, as in the official code
-
-            if bc:
-                pi_loss = bc_actor_loss(new_logp, log_prob_of(mean[:B], log_std[:B], act), alpha)
-            else:
-                pi_loss = sac_actor_loss(new_logp, q(obs, new_act).min(0).values, alpha)
-            pi_opt.zero_grad(set_to_none=True)
-            pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad discards them
-            pi_opt.step()
-            return alpha, {"loss/actor": pi_loss, "loss/alpha": a_loss, "alpha": alpha.squeeze()}
-
-        def critic_step(alpha):  # the critics: TD to the target critics' backup plus the conservative term
-            with torch.no_grad():
-                next_q = q_target(next_obs, next_act).min(0).values
-                if args.backup_entropy:
-                    next_q = next_q - alpha * next_logp
-                target = rew + args.gamma * (1.0 - done) * next_q
-            # Both critics at s on [dataset action, N uniform, N ~ pi(.|s'), N ~ pi(.|s)]: one batched forward.
-            rand_act = torch.rand(n_act, B, act_dim, device=obs.device) * 2 - 1
-            acts = torch.cat([act.unsqueeze(0), rand_act, cql_act[:, B:], cql_act[:, :B]])  # [1 + 3N, B, A]
-            q_all = q(obs.repeat(1 + 3 * n_act, 1), acts.reshape(-1, act_dim)).view(q.n, 1 + 3 * n_act, B)
-            q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n_act]
-            q_pi_next, q_pi = q_all[:, 1 + n_act:1 + 2 * n_act], q_all[:, 1 + 2 * n_act:]
-            td = td_loss(q_data, target)
-            gap = cql_gap(q_rand, q_pi_next, q_pi, cql_logp[:, B:], cql_logp[:, :B], q_data, act_dim,
-                          args.logsumexp_temperature)
-
-            metrics = {}
-            if lagrange:
-                alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
-                cql = alpha_prime.detach() * (args.regularizer_weight * gap - args.lagrange_threshold)
-                ap_loss = lagrange_loss(alpha_prime, gap, args.regularizer_weight, args.lagrange_threshold)
-                alpha_prime_opt.zero_grad(set_to_none=True)
-                ap_loss.backward()
-                alpha_prime_opt.step()
-                metrics = {"loss/alpha_prime": ap_loss, "alpha_prime": alpha_prime.detach().squeeze()}
-            else:
-                cql = args.regularizer_weight * gap
-            qf_loss = (td + cql).sum()
-            q_opt.zero_grad(set_to_none=True)
-            qf_loss.backward()
-            q_opt.step()
-            return metrics | {"loss/q": td.sum(), "loss/cql": cql.sum(), "cql_gap": gap.mean(),
-                              "q_data": q_data.mean().detach(), "q_rand": q_rand.mean().detach()}
+        critic_inputs = (obs, act, rew, next_obs, done, next_act, next_logp, cql_act, cql_logp)
 
         if args.update_order == "authors":
-            alpha, actor_metrics = actor_step()
-            critic_metrics = critic_step(alpha)
+            alpha, actor_metrics = actor_step(obs, act, mean[:B], log_std[:B], new_act, new_logp, bc)
+            critic_metrics = critic_step(*critic_inputs, alpha)
         else:  # d3rlpy: the critics first (a soft backup reads the temperature before its step), then the actor
-            critic_metrics = critic_step(log_alpha.exp().detach())
-            _, actor_metrics = actor_step()
+            critic_metrics = critic_step(*critic_inputs, log_alpha.exp().detach())
+            _, actor_metrics = actor_step(obs, act, mean[:B], log_std[:B], new_act, new_logp, bc)
 
         with torch.no_grad():
             torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
         return actor_metrics | critic_metrics | {"entropy": -new_logp.mean().detach()}
 
-    def policy_fn(obs: np.ndarray) -> np.ndarray:
-        return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+    policy_fn = policy_function(policy, device)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
@@ -483,34 +493,61 @@ def train(args: Args) -> dict:
             "alpha_prime_opt": alpha_prime_opt.state_dict(), "buffer": buffer.state_dict(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "cql", "args": json.dumps(dataclasses.asdict(args)),
-            "reward_scale": scale})
+            "obs_dim": obs_dim, "act_dim": act_dim, "reward_scale": scale})
 
+    update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        metrics = update(buffer.sample(args.batch_size), bc=step < args.bc_steps)
-        step += 1
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            metrics = update_fn(bc=step < args.bc_steps)
+            step += 1
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "cql", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"cql {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"cql {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(policy: TanhGaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).clamp(-1, 1).cpu().numpy()
+    act.module = policy
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    state = load_policy_checkpoint(run_dir, "cql")
+    args = Args(**upgrade_args("cql", json.loads(state["args"])))
+    policy = TanhGaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim, rlkit=args.init == "rlkit",
+                                log_std_min=args.log_std_min).to(device)
+    policy.load_state_dict(state["policy"])
+    return policy_function(policy.eval(), torch.device(device))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,10 +50,13 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset, observation_stats  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import adam, fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -94,9 +98,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -185,13 +193,6 @@ def actor_loss(q_pi: torch.Tensor, pi: torch.Tensor, act: torch.Tensor, alpha: f
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(params, lr: float) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
@@ -222,8 +223,9 @@ def train(args: Args) -> dict:
     q_target = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
     q_target.load_state_dict(q.state_dict())
     q_target.requires_grad_(False)
-    actor_opt = make_optimizer(actor.parameters(), args.actor_lr)
-    q_opt = make_optimizer(q.parameters(), args.critic_lr)
+    actor_opt = adam(actor.parameters(), args.actor_lr, device)
+    q_opt = adam(q.parameters(), args.critic_lr, device)
+    last_actor_loss = torch.zeros((), device=device)  # logged on the updates without an actor step too
 
     step, evals = 0, []
     if state is not None:
@@ -233,16 +235,15 @@ def train(args: Args) -> dict:
                 obj.load_state_dict(state[name])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
+        last_actor_loss.fill_(state.get("last_actor_loss", 0.0))  # (absent from checkpoints before skeleton v2)
         set_rng_state(state["rng"])
         step, evals = int(state["step"]), json.loads(state["evals"])
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("td3_bc", args.dataset, args.seed)
     run = Run(run_dir, args, "td3_bc", args.total_steps, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
-    last_actor_loss = torch.zeros((), device=device)
 
-    def update(batch, step: int) -> dict[str, torch.Tensor]:
-        nonlocal last_actor_loss
-        obs, act, rew, next_obs, done = batch
+    def update(actor_step: bool) -> dict[str, torch.Tensor]:  # actor_step: this update also steps actor and targets
+        obs, act, rew, next_obs, done = buffer.sample(args.batch_size)
         with torch.no_grad():
             next_act = smoothed_target_action(actor_target(next_obs), args.policy_noise, args.noise_clip)
             next_q = q_target(next_obs, next_act)
@@ -251,7 +252,7 @@ def train(args: Args) -> dict:
         qf_loss.backward()
         q_opt.step()
 
-        if step % args.policy_freq == 0:  # delayed actor and target updates
+        if actor_step:  # delayed actor and target updates
             pi = actor(obs)
             q.requires_grad_(False)
             pi_loss = actor_loss(q(obs, pi)[0], pi, act, args.q_weight)
@@ -259,15 +260,13 @@ def train(args: Args) -> dict:
             actor_opt.zero_grad(set_to_none=True)
             pi_loss.backward()
             actor_opt.step()
-            last_actor_loss = pi_loss.detach()
+            last_actor_loss.copy_(pi_loss.detach())
             with torch.no_grad():
                 torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
                 torch._foreach_lerp_(list(actor_target.parameters()), list(actor.parameters()), args.tau)
         return {"loss/q": qf_loss, "loss/actor": last_actor_loss}
 
-    def policy_fn(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return actor((torch.as_tensor(obs, device=device) - obs_mean_t) / obs_std_t).cpu().numpy()
+    policy_fn = policy_function(actor, device, obs_mean_t, obs_std_t)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
@@ -275,34 +274,67 @@ def train(args: Args) -> dict:
             "q_target": q_target.state_dict(), "actor_opt": actor_opt.state_dict(), "q_opt": q_opt.state_dict(),
             "buffer": buffer.state_dict(), "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "td3_bc", "args": json.dumps(dataclasses.asdict(args)),
-            "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu()})
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim, "obs_mean": obs_mean_t.cpu(), "obs_std": obs_std_t.cpu(),
+            "last_actor_loss": last_actor_loss.cpu()})
 
+    update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        step += 1
-        metrics = update(buffer.sample(args.batch_size), step)
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            step += 1
+            metrics = update_fn(actor_step=step % args.policy_freq == 0)
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "td3_bc", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"td3_bc {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"td3_bc {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(actor: Actor, device: torch.device, obs_mean: torch.Tensor,
+                    obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim] -> actions [n, act_dim] in [-1, 1], the observations
+    normalized with the training data's mean and std (tensors on `device`) first."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            return actor((obs_t - obs_mean) / obs_std).cpu().numpy()
+    act.module = actor
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network), with the
+    observation statistics saved in the checkpoint."""
+    state = load_policy_checkpoint(run_dir, "td3_bc")
+    args = Args(**upgrade_args("td3_bc", json.loads(state["args"])))
+    actor = Actor(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)
+    actor.load_state_dict(state["actor"])
+    obs_mean, obs_std = state["obs_mean"].to(device), state["obs_std"].to(device)
+    return policy_function(actor.eval(), torch.device(device), obs_mean, obs_std)
 
 
 if __name__ == "__main__":

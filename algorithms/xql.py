@@ -59,6 +59,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -68,10 +69,13 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import CheckpointError, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: E402
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
+                                save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset, return_range_scale  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
+from common.fast import adam, fast_update  # noqa: E402
+from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -116,9 +120,13 @@ class Args:
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
-    """Updates between checkpoints (one is always written at the end)."""
+    """Updates between checkpoints (one is always written at the end, and one on Ctrl-C or SIGTERM)."""
+    checkpoint_minutes: float = 10.0
+    """Also checkpoint once this many minutes have passed since the last checkpoint (0: off)."""
     device: str = "auto"
     """Training device: auto (cuda if available), cpu, cuda, cuda:N."""
+    compile: bool = False
+    """Compile the update with torch.compile; on CUDA also capture it as one CUDA graph and replay it."""
     runs_dir: str = "runs"
     """Folder that holds run folders."""
     resume: str | None = None
@@ -241,13 +249,6 @@ def actor_loss(log_prob: torch.Tensor, adv: torch.Tensor, beta: float, max_weigh
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def make_optimizer(params, lr: float) -> torch.optim.Adam:
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
 def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
@@ -273,9 +274,9 @@ def train(args: Args) -> dict:
     q_target.requires_grad_(False)
     value = mlp(data.obs_dim, args.hidden_dim, 1, layer_norm=args.layer_norm).to(device)
     policy = GaussianPolicy(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
-    q_opt = make_optimizer(q.parameters(), args.critic_lr)
-    v_opt = make_optimizer(value.parameters(), args.critic_lr)
-    pi_opt = make_optimizer(policy.parameters(), args.actor_lr)
+    q_opt = adam(q.parameters(), args.critic_lr, device)
+    v_opt = adam(value.parameters(), args.critic_lr, device)
+    pi_opt = adam(policy.parameters(), args.actor_lr, device)
     pi_sched = torch.optim.lr_scheduler.CosineAnnealingLR(pi_opt, T_max=args.total_steps)
 
     step, evals = 0, []
@@ -292,8 +293,8 @@ def train(args: Args) -> dict:
     run = Run(run_dir, args, "xql", args.total_steps, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
-    def update(batch) -> dict[str, torch.Tensor]:
-        obs, act, rew, next_obs, done = batch
+    def update() -> dict[str, torch.Tensor]:  # one whole update; the loop below steps the actor's schedule
+        obs, act, rew, next_obs, done = buffer.sample(args.batch_size)
         with torch.no_grad():
             q_min = q_target(obs, act).min(0).values  # fixed until the target update at the end
         v_loss = value_loss(value(obs).squeeze(-1), q_min, args.regularizer_weight, args.max_clip)
@@ -309,7 +310,6 @@ def train(args: Args) -> dict:
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()
         pi_opt.step()
-        pi_sched.step()
 
         qf_loss = q_loss(q(obs, act), rew, done, next_v, args.gamma)
         q_opt.zero_grad(set_to_none=True)
@@ -321,8 +321,7 @@ def train(args: Args) -> dict:
         return {"loss/value": v_loss, "loss/actor": pi_loss, "loss/q": qf_loss, "adv_mean": adv.mean(),
                 "v_mean": v.mean()}
 
-    def policy_fn(obs: np.ndarray) -> np.ndarray:
-        return policy.act(torch.as_tensor(obs, device=device)).clamp(-1, 1).cpu().numpy()
+    policy_fn = policy_function(policy, device)
 
     def save() -> None:
         save_checkpoint(run_dir / "checkpoint.pt", {
@@ -331,34 +330,61 @@ def train(args: Args) -> dict:
             "pi_opt": pi_opt.state_dict(), "pi_sched": pi_sched.state_dict(), "buffer": buffer.state_dict(),
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "xql", "args": json.dumps(dataclasses.asdict(args)),
-            "reward_scale": scale})
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim, "reward_scale": scale})
 
+    update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
-    while step < args.total_steps:
-        metrics = update(buffer.sample(args.batch_size))
-        step += 1
-        if step % args.log_every == 0:
-            run.log(step, {k: v.item() for k, v in metrics.items()}
-                    | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
-            run.advance(args.log_every)
-        if step % args.eval_every == 0 or step == args.total_steps:
-            returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
-            score = float(data.normalized_score(returns).mean())
-            evals.append({"step": step, "return": float(returns.mean()), "score": score})
-            run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-            run.score(step, score)
-        if step % args.checkpoint_every == 0 or step == args.total_steps:
-            save()
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
+        while step < args.total_steps:
+            metrics = update_fn()
+            pi_sched.step()
+            step += 1
+            if step % args.log_every == 0:
+                run.log(step, {k: v.item() for k, v in metrics.items()}
+                        | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
+                run.advance(args.log_every)
+            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
+                returns = evaluate(policy_fn, data.env_spec, args.eval_episodes, seed=args.seed)
+                score = float(data.normalized_score(returns).mean())
+                evals.append({"step": step, "return": float(returns.mean()), "score": score})
+                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
+                run.score(step, score, float(returns.mean()))
+            if run.checkpoint_due(step) or stop:
+                save()
+            if stop:
+                run.close()
+                raise stop.exit(resume_command(__file__, run_dir), step)
     run.advance(step - run.progress.n)
+    final = evals[-1] if evals else {"score": None, "return": None}
     result = {"algo": "xql", "dataset": args.dataset, "seed": args.seed, "steps": step,
-              "final_score": evals[-1]["score"], "final_return": evals[-1]["return"], "evals": evals,
+              "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    print(f"xql {args.dataset} seed {args.seed}: final score {result['final_score']:.1f} "
-          f"(return {result['final_return']:.1f}) after {step} updates -> {run_dir}")
+    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    print(f"xql {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained policy, for tools and users: observations -> actions
+# ----------------------------------------------------------------------------------------------
+def policy_function(policy: GaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]."""
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).clamp(-1, 1).cpu().numpy()
+    act.module = policy
+    return act
+
+
+def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    state = load_policy_checkpoint(run_dir, "xql")
+    args = Args(**upgrade_args("xql", json.loads(state["args"])))
+    policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)
+    policy.load_state_dict(state["policy"])
+    return policy_function(policy.eval(), torch.device(device))
 
 
 if __name__ == "__main__":
