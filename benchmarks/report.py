@@ -344,11 +344,21 @@ def speed_table(path: Path) -> str:
     if missing:
         raise SystemExit(f"error: {path} lacks {', '.join(missing)} (not written by benchmarks/speed.py?)")
     algos = list(rec["updates_per_s"])
+    source = f"from `{path}`, made by `{rec['command']}` (torch {rec['torch']})."
+    compiled = rec.get("updates_per_s_compiled")
+    if compiled is None:
+        return "\n".join([
+            "| device | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos),
+            f"| {rec['device_name']} ({rec['device']}, {rec['threads']} threads) | "
+            + " | ".join(f"{rec['updates_per_s'][a]:.1f}" for a in algos) + " |", "",
+            f"Updates per second at default sizes, {source}"])
+    eager = rec["updates_per_s"]
+    rows = [f"| {a} | {eager[a]:.1f} | {compiled[a]:.1f} | {compiled[a] / eager[a]:.2f}x |"
+            for a in algos if a in compiled]
     return "\n".join([
-        "| device | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos),
-        f"| {rec['device_name']} ({rec['device']}, {rec['threads']} threads) | "
-        + " | ".join(f"{rec['updates_per_s'][a]:.1f}" for a in algos) + " |", "",
-        f"Updates per second at default sizes, from `{path}`, made by `{rec['command']}` (torch {rec['torch']})."])
+        "| algorithm | eager, updates/s | `--compile`, updates/s | compiled / eager |", "|---|---:|---:|---:|", *rows,
+        "", f"Updates per second at default sizes on {rec['device_name']} ({rec['device']}, {rec['threads']} threads), "
+        f"each script eager and with `--compile` in the same run, {source}"])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -238,6 +238,13 @@ def test_command_line_with_speed_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
     assert "| A | 1.0 (n=1) |" in text and "| AMD EPYC (cpu, 2 threads) | 427.7 |" in text and "old" not in text
+    # a speed file of `speed.py --compile`: one row per algorithm, eager and compiled side by side
+    speed.write_text(json.dumps({"updates_per_s": {"bc": 400.0, "iql": 100.0}, "updates_per_s_compiled": {
+        "bc": 500.0, "iql": 90.0}, "device": "cpu", "device_name": "AMD EPYC", "threads": 2, "torch": "2.13.0+cpu",
+        "command": "python benchmarks/speed.py --compile"}))
+    main(Args(results=[results], readme=str(readme), speed=str(speed), plots=False))
+    text = readme.read_text()
+    assert "| bc | 400.0 | 500.0 | 1.25x |\n| iql | 100.0 | 90.0 | 0.90x |" in text and "427.7" not in text
     speed.write_text("{}")
     with pytest.raises(SystemExit, match="error: .* lacks updates_per_s"):
         main(Args(results=[results], readme=str(readme), speed=str(speed), plots=False))
