@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,9 @@ class Args:
     """torch threads (default: what torch picks, i.e. all cores)."""
     compile: bool = False
     """Measure every script twice, eager and with its --compile, into `updates_per_s` and `updates_per_s_compiled`."""
+    repeats: int = 1
+    """Measurements per script (eager and compiled taking turns); the file keeps their median and every sample.
+    On a shared or throttled CPU one measurement can be off by 10-20%."""
     out: str | None = None
     """Results file (default benchmarks/results/speed_<device>.json, speed_<device>_compile.json with --compile)."""
 
@@ -76,6 +80,8 @@ def main(args: Args) -> None:
     from benchmarks.peers import PeerError, check_d3rlpy_venv, is_peer, peer_versions
     from benchmarks.synthetic import write_rollout_dataset
 
+    if args.repeats < 1:
+        raise SystemExit(f"error: --repeats must be at least 1, got {args.repeats}")
     for algo in args.algos:
         if not is_peer(algo) and not (ROOT / "algorithms" / f"{algo}.py").exists():
             raise SystemExit(f"error: no algorithms/{algo}.py and no peer algorithm {algo!r}")
@@ -89,17 +95,24 @@ def main(args: Args) -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     results: dict[str, float] = {}
     compiled: dict[str, float] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"] = str(Path(tmp) / "minari")
         write_rollout_dataset("speed/hopper/random-v0", episodes=200, max_steps=1000, seed=0)
         for algo in args.algos:
-            results[algo] = measure(algo, args, env, Path(tmp) / "runs" / algo, [])
-            if args.compile and not is_peer(algo):
-                compiled[algo] = measure(algo, args, env, Path(tmp) / "runs" / f"{algo}_compiled", ["--compile"])
-                print(f"{algo}: {compiled[algo] / results[algo]:.2f}x with --compile", flush=True)
+            variants = [("eager", [])] + ([("compiled", ["--compile"])] if args.compile and not is_peer(algo) else [])
+            for r in range(args.repeats):
+                for name, flags in variants:
+                    rate = measure(algo, args, env, Path(tmp) / "runs" / f"{algo}_{name}_{r}", flags)
+                    samples.setdefault(algo, {}).setdefault(name, []).append(rate)
+            results[algo] = float(np.median(samples[algo]["eager"]))
+            if "compiled" in samples[algo]:
+                compiled[algo] = float(np.median(samples[algo]["compiled"]))
+                print(f"{algo}: {compiled[algo] / results[algo]:.2f}x with --compile (medians)", flush=True)
     import torch
 
     record = {"updates_per_s": results, **({"updates_per_s_compiled": compiled} if args.compile else {}),
+              **({"samples": samples, "repeats": args.repeats} if args.repeats > 1 else {}),
               "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
               "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),

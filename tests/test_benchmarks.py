@@ -167,6 +167,21 @@ def test_speed_script_writes_rates(tmp_path):
     assert record["updates_per_s"]["bc"] > 0 and record["device"] == "cpu" and record["threads"] == 1
 
 
+@pytest.mark.compile
+def test_speed_script_measures_eager_and_compiled_side_by_side(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = run(["benchmarks/speed.py", "--algos", "bc", "--compile", "--repeats", "2", "--steps", "300",
+                "--log-every", "100", "--threads", "1", "--max-seconds", "120", "--out", str(out)], dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    samples = record["samples"]["bc"]
+    assert len(samples["eager"]) == len(samples["compiled"]) == 2 and record["repeats"] == 2
+    assert record["updates_per_s"]["bc"] == float(np.median(samples["eager"]))
+    assert record["updates_per_s_compiled"]["bc"] == float(np.median(samples["compiled"])) > 0
+    bad = run(["benchmarks/speed.py", "--repeats", "0", "--out", str(out)], dict(os.environ))
+    assert bad.returncode != 0 and "--repeats must be at least 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_two_grids_sharing_a_results_file_never_train_a_cell_twice(tmp_path, monkeypatch):
     """A second grid started beside a first (to use a freed core) skips the cell the first is running (its folder
     is locked) and the cells the first finished after the second read the results file."""
