@@ -10,7 +10,11 @@ tensors. It takes no tensors; its keyword arguments (if any) are Python values t
 TD3+BC's delayed actor step or CQL's BC warm-up, and each distinct set of them is compiled and captured once.
 
 - `compile=False`: `update(**kw)` as it is (eager).
-- `compile=True` on CPU: `torch.compile(update)` (inductor): elementwise work fused, less Python per update.
+- `compile=True` on CPU: `torch.compile(update)` (inductor): elementwise work fused, less Python per update. On
+  this project's 2-core CPU that gains 0-50% per script and is within measurement noise for most
+  (benchmarks/results/speed_cpu_compile.json): the matrix multiplies, which dominate, are the same library calls
+  either way. A script whose update measured slower compiled on CPU passes `cpu=False` and runs eager there
+  (`STITCH_COMPILE_CPU=1` compiles it anyway, as the equality tests do).
 - `compile=True` on CUDA: `torch.compile(update)`, run for `warmup` real updates on a side stream (compilation,
   lazily created optimizer state, cuBLAS workspaces), then captured into one `torch.cuda.CUDAGraph` on the next
   call and replayed from then on: one launch per update and no work on the host. The metrics are the graph's
@@ -28,6 +32,8 @@ Nothing here knows an algorithm. What an update needs to be captured whole:
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Callable, Iterable
 
 import torch
@@ -90,9 +96,15 @@ class _Graphed:
 
 
 def fast_update(update: Callable[..., dict[str, torch.Tensor]], device: torch.device, compile: bool,
-                generators: Iterable[torch.Generator] = (), warmup: int = 3) -> Callable[..., dict[str, torch.Tensor]]:
-    """`update` as it runs with `--compile` (see the module docstring); the identity without."""
+                generators: Iterable[torch.Generator] = (), warmup: int = 3,
+                cpu: bool = True) -> Callable[..., dict[str, torch.Tensor]]:
+    """`update` as it runs with `--compile` (see the module docstring); the identity without. `cpu=False`: eager
+    on CPU, for an update measured slower compiled there."""
     if not compile:
+        return update
+    if torch.device(device).type == "cpu" and not cpu and os.environ.get("STITCH_COMPILE_CPU") != "1":
+        print("--compile: this update runs eager on CPU, where compiling it measured slower "
+              "(benchmarks/results/speed_cpu_compile.json); it is compiled on CUDA", file=sys.stderr, flush=True)
         return update
     compiled = torch.compile(update)
     if torch.device(device).type != "cuda":

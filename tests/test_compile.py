@@ -81,9 +81,10 @@ def interrupt_when_logged(run_root: Path, step: int) -> threading.Thread:
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_compiled_update_equals_eager_and_resumes_exactly(algo, minari_root, tiny_hopper, tmp_path):
+def test_compiled_update_equals_eager_and_resumes_exactly(algo, minari_root, tiny_hopper, tmp_path, monkeypatch):
     if not (ROOT / "algorithms" / f"{algo}.py").is_file():
         pytest.skip(f"algorithms/{algo}.py does not exist yet")
+    monkeypatch.setenv("STITCH_COMPILE_CPU", "1")  # compiled on CPU too where a script runs eager there by default
     run_in_process(algo, flags(algo, tmp_path / "eager"))
     captured = counters["stats"]["calls_captured"]
     run_in_process(algo, flags(algo, tmp_path / "compiled", "--compile"))
@@ -114,3 +115,18 @@ def test_compiled_update_equals_eager_and_resumes_exactly(algo, minari_root, tin
     r = load_checkpoint(stopped / "checkpoint.pt")
     assert_same_state({k: v for k, v in r.items() if k != "args"}, {k: v for k, v in c.items() if k != "args"})
     assert losses(stopped) == losses(compiled)
+
+
+def test_an_update_measured_slower_compiled_on_cpu_runs_eager_there(monkeypatch, capsys):
+    from common.fast import fast_update
+
+    def update() -> dict:
+        return {}
+
+    monkeypatch.delenv("STITCH_COMPILE_CPU", raising=False)
+    assert fast_update(update, torch.device("cpu"), compile=True, cpu=False) is update
+    assert "runs eager on CPU" in capsys.readouterr().err
+    assert fast_update(update, torch.device("cpu"), compile=False) is update
+    assert fast_update(update, torch.device("cpu"), compile=True) is not update  # compiled
+    monkeypatch.setenv("STITCH_COMPILE_CPU", "1")
+    assert fast_update(update, torch.device("cpu"), compile=True, cpu=False) is not update
