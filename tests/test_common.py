@@ -446,3 +446,18 @@ def test_checkpoint_due_every_n_updates_at_the_end_and_after_the_time_limit(tmp_
     clock[0] += 10_000.0
     assert not run.checkpoint_due(5)
     run.close()
+
+
+def test_run_prints_its_folder_and_each_evaluation_when_stderr_is_no_terminal(tmp_path, capsys):
+    import types
+
+    from common.logging import Run
+
+    run = Run(tmp_path / "run", types.SimpleNamespace(), "iql", 1000, 0, False, progress=True)
+    run.score(500, 41.25, 1234.5)
+    run.score(1000, None, 17.0)  # a dataset without reference scores: the raw return only
+    run.close()
+    err = capsys.readouterr().err  # captured: not a terminal, so no progress bar and one line per evaluation
+    assert f"iql: run folder {tmp_path / 'run'} (new run, 1000 updates)" in err
+    assert "iql update 500/1000: score 41.2 (return 1234.5)" in err
+    assert "iql update 1000/1000: no reference scores (return 17.0)" in err
