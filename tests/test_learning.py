@@ -65,6 +65,7 @@ OVERRIDES = {
     "eql": dict(),
     "xql": dict(),
     "onestep": dict(),
+    "bcq": dict(vae_hidden_dim=64),  # small VAE too (the authors' is 750 wide), for the CPU budget
 }
 
 
