@@ -45,7 +45,7 @@ class Args:
     runs: list[str] = dataclasses.field(default_factory=list)
     """Run folders (with metrics.jsonl and args.json)."""
     metric: str = "q_data"
-    """The Q metric the runs log (awac, cql, crr, onestep: q_data, the mean Q of the data's actions)."""
+    """The Q metric the runs log (awac, bcq, cql, crr, onestep: q_data, the mean Q of the data's actions)."""
     every: int = 5000
     """Report the metric at multiples of this many updates (and at the last logged step)."""
     out: str | None = None
