@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Download, here, the wheels that benchmarks/gpu_check.sh needs on a lent GPU machine (Python 3.12, x86-64,
 # with torch but without gymnasium/mujoco/minari/tyro) into .whl/ at the repository root (git-ignored locally
-# through .git/info/exclude). Then carry `.whl` with the device run. About 27 MB.
+# through the repository's info/exclude). Then carry `.whl` with the device run. About 27 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)   # .git/info/exclude, also in a worktree
+mkdir -p "$(dirname "$exclude")"
+grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
 platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   platforms+=(--platform "$p")
