@@ -31,9 +31,11 @@ Nothing here knows an algorithm. What an update needs to be captured whole:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+import types
 from typing import Callable, Iterable
 
 import torch
@@ -106,16 +108,18 @@ def fast_update(update: Callable[..., dict[str, torch.Tensor]], device: torch.de
         print("--compile: this update runs eager on CPU, where compiling it measured slower "
               "(benchmarks/results/speed_cpu_compile.json); it is compiled on CUDA", file=sys.stderr, flush=True)
         return update
-    compiled = torch.compile(update)
-    if torch.device(device).type != "cuda":
-        return compiled
+    cuda = torch.device(device).type == "cuda"
     generators = [g for g in generators if g.device.type == "cuda"]
-    graphs: dict[tuple, _Graphed] = {}
+    branches: dict[tuple, Callable[[], dict[str, torch.Tensor]]] = {}
 
-    def replay(**kwargs) -> dict[str, torch.Tensor]:
+    def run(**kwargs) -> dict[str, torch.Tensor]:
         key = tuple(sorted(kwargs.items()))
-        if key not in graphs:
-            graphs[key] = _Graphed(compiled, kwargs, warmup, generators)
-        return graphs[key]()
+        if key not in branches:  # each branch compiles from its own copy of the code: dynamo keeps one cache per
+            # code object, so a branch compiles the same whichever ran first (a resumed run may start with another)
+            compiled = torch.compile(types.FunctionType(update.__code__.replace(), update.__globals__,
+                                                        update.__name__, update.__defaults__, update.__closure__))
+            branches[key] = (_Graphed(compiled, kwargs, warmup, generators) if cuda
+                             else functools.partial(compiled, **kwargs))
+        return branches[key]()
 
-    return replay
+    return run
