@@ -17,8 +17,11 @@ import numpy as np
 def write_rollout_dataset(dataset_id: str, env_id: str = "Hopper-v5", episodes: int = 5, max_steps: int = 200,
                           seed: int = 0, policy: Callable | None = None,
                           ref_scores: tuple[float, float] | None = (-20.0, 3000.0),
-                          corrupt: Callable | None = None) -> None:
-    """Write `episodes` rollouts of `env_id` (capped at `max_steps`) as the Minari dataset `dataset_id`."""
+                          corrupt: Callable | None = None, record_env: bool = True) -> None:
+    """Write `episodes` rollouts of `env_id` (capped at `max_steps`) as the Minari dataset `dataset_id`.
+
+    `record_env=False` stores only the observation and action spaces, not the environment: a dataset of logged
+    data with no simulator, as a user's own logs would be."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
@@ -44,7 +47,10 @@ def write_rollout_dataset(dataset_id: str, env_id: str = "Hopper-v5", episodes: 
     kwargs = {}
     if ref_scores is not None:
         kwargs = {"ref_min_score": ref_scores[0], "ref_max_score": ref_scores[1]}
+    if record_env:
+        kwargs["env"] = gym.make(env_id, max_episode_steps=max_steps)
+    else:
+        kwargs |= {"observation_space": env.observation_space, "action_space": env.action_space}
     minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers,
-                                       env=gym.make(env_id, max_episode_steps=max_steps),
                                        algorithm_name="rollouts", author="stitch", code_permalink="none",
                                        author_email="none", description=f"{episodes} rollouts of {env_id}", **kwargs)

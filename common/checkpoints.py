@@ -8,11 +8,18 @@ strings and containers of them are accepted, never arbitrary pickled objects.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.config import ArgumentError, flag
+from common.vocabulary import upgrade_args
 
 
 class CheckpointError(RuntimeError):
@@ -20,18 +27,31 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically. A failed write (disk full, say) raises CheckpointError and leaves the
+    previous checkpoint as it was and no temporary file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # the old checkpoint stays as it was; leave no half-written file behind
+    except BaseException as e:  # the old checkpoint stays as it was; leave no half-written file behind
         tmp.unlink(missing_ok=True)
-        raise
+        if not isinstance(e, (OSError, RuntimeError)):  # Ctrl-C, a bug: as it is
+            raise
+        # OSError: disk full, quota, permissions; RuntimeError: torch.save's writer failing (it reports a short
+        # write as "unexpected pos ...", which is what a full disk looks like from inside it)
+        if isinstance(e, OSError):
+            reason = e.strerror or str(e)
+        else:
+            reason = "the write stopped part-way (out of disk space, or over a file-size limit?)"
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else None
+        hint = " (the disk is full)" if free is not None and free < (1 << 20) else ""
+        kept = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}{hint}; {kept}") from e
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -90,3 +110,50 @@ def run_algo(run_dir: str | Path) -> str:
     if not isinstance(state.get("algo"), str):
         raise CheckpointError(f"{Path(run_dir) / 'checkpoint.pt'} records no algorithm; not a Stitch checkpoint")
     return state["algo"]
+
+
+# Settings a resumed run takes from the command line: how it is shown, where and how fast it runs, how often
+# it checkpoints. Every other flag is the run's own, saved in its checkpoint; --total-steps may change within
+# limits (see `resumed_args`).
+RESUME_FROM_COMMAND_LINE = ("resume", "progress")
+RESUME_MAY_CHANGE = ("device", "compile", "track", "download", "checkpoint_every", "checkpoint_minutes")
+
+
+def resumed_args(args_cls: type, given: Any, algo: str, state: dict[str, Any],
+                 fixed_length: str | None = None) -> Any:
+    """The settings `--resume` continues with: the run's own (its checkpoint's `args`, read through
+    `upgrade_args`), with `progress` from the command line and those of RESUME_MAY_CHANGE that the command line
+    sets. Another flag set on the command line to a value other than the run's own is named in one warning and
+    ignored. `--total-steps` may extend (or shorten) the run, down to the update it reached, unless
+    `fixed_length` says why it cannot (a learning-rate schedule over the run's length, say): then it is an error.
+    A flag counts as set when it differs from the script's default (a flag set to its default is not seen)."""
+    try:
+        saved = args_cls(**upgrade_args(algo, json.loads(state["args"])))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{given.resume}: saved settings do not match this script ({e})") from e
+    defaults = args_cls()
+    changes = {name: getattr(given, name) for name in RESUME_FROM_COMMAND_LINE}
+    ignored = []
+    for f in dataclasses.fields(args_cls):
+        name = f.name
+        new, old = getattr(given, name), getattr(saved, name)
+        if name in RESUME_FROM_COMMAND_LINE or name == "runs_dir" or new == getattr(defaults, name) or new == old:
+            continue
+        if name in RESUME_MAY_CHANGE:
+            changes[name] = new
+        elif name == "total_steps":
+            reached = int(state["step"])
+            if fixed_length is not None:
+                raise ArgumentError(f"--total-steps cannot change when resuming a {algo} run: {fixed_length} "
+                                    f"(the run has --total-steps {old})")
+            if new < reached:
+                raise ArgumentError(f"--total-steps {new} is below the update this run already reached ({reached})")
+            changes[name] = new
+            print(f"{algo}: {'extending' if new > old else 'shortening'} the run from {old} to {new} updates",
+                  file=sys.stderr, flush=True)
+        else:
+            ignored.append(f"{flag(name)} {new!r} (the run has {old!r})")
+    if ignored:
+        print(f"warning: a resumed run keeps its own settings; ignoring {', '.join(ignored)}", file=sys.stderr,
+              flush=True)
+    return dataclasses.replace(saved, **changes)

@@ -6,6 +6,9 @@ message that names it (`--batch-size must be a positive integer, got -1`), never
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 
@@ -34,7 +37,12 @@ def check_common(args) -> None:
     if hasattr(args, "checkpoint_minutes"):
         v = args.checkpoint_minutes
         require(v >= 0, "checkpoint_minutes", "must be >= 0 (0: only every --checkpoint-every updates)", v)
-    require(args.seed >= 0, "seed", "must be >= 0", args.seed)
+    require(isinstance(args.seed, int) and 0 <= args.seed < 2**32, "seed", "must be an integer in [0, 2**32)",
+            args.seed)
+    lo, hi = getattr(args, "ref_min_score", None), getattr(args, "ref_max_score", None)
+    missing, given = ("ref_max_score", "ref_min_score") if hi is None else ("ref_min_score", "ref_max_score")
+    require((lo is None) == (hi is None), missing, "must be given together with " + flag(given))
+    require(lo is None or hi > lo, "ref_max_score", f"must exceed --ref-min-score {lo}", hi)
     for f in ("lr", "actor_lr", "critic_lr"):
         if hasattr(args, f):
             v = getattr(args, f)
@@ -44,6 +52,30 @@ def check_common(args) -> None:
     if hasattr(args, "tau"):
         require(0.0 < args.tau <= 1.0, "tau", "must be in (0, 1]", args.tau)
     resolve_device(args.device)
+    if getattr(args, "resume", None) is None and hasattr(args, "runs_dir"):
+        check_runs_dir(args.runs_dir)
+
+
+def check_runs_dir(runs_dir: str) -> None:
+    """--runs-dir must be (or be creatable as) a writable folder; checked before anything is loaded or written."""
+    path = Path(runs_dir).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise ArgumentError(f"--runs-dir {runs_dir} {what}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (in {existing})"
+        reason = "a read-only file system" if _read_only(existing) else "no write permission"
+        raise ArgumentError(f"--runs-dir {runs_dir}: cannot write there{where}: {reason}")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def resolve_device(device: str) -> torch.device:

@@ -41,6 +41,7 @@ import gymnasium as gym
 import numpy as np
 
 from common.evaluation import make_env
+from common.files import remove_orphans
 
 # D4RL's reference returns (d4rl/gym_mujoco/__init__.py), used for remote ids that carry none
 # (Minari's mujoco/*-v0 datasets store no ref_min_score / ref_max_score).
@@ -288,14 +289,17 @@ def _flatten_obs(obs, dataset_id: str) -> np.ndarray:
     return obs.reshape(len(obs), -1).astype(np.float32)
 
 
-def _ref_scores(ds, dataset_id: str) -> tuple[float | None, float | None]:
+def _ref_scores(ds, spec) -> tuple[float | None, float | None]:
+    """The dataset's own reference returns, else D4RL's for its environment (by the environment's name, e.g.
+    Hopper-v5 -> hopper), else none."""
     meta = ds.storage.metadata
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
     if lo is not None and hi is not None:
         return float(lo), float(hi)
-    for name, refs in FALLBACK_REF_SCORES.items():  # mujoco/hopper/..., D4RL/hopper/...
-        if f"/{name}/" in f"/{dataset_id}/" or f"/{name}-" in f"/{dataset_id}":
-            return refs
+    if spec is not None:  # mujoco/hopper/..., D4RL/hopper/...: Minari stores no reference scores for them
+        name = re.sub(r"-v\d+$", "", spec.id.rsplit("/", 1)[-1]).lower()
+        if name in FALLBACK_REF_SCORES:
+            return FALLBACK_REF_SCORES[name]
     return None, None
 
 
@@ -309,24 +313,38 @@ def _fingerprint(dataset_id: str) -> str:
 
 
 def _read_cache(dataset_id: str) -> dict[str, np.ndarray] | None:
+    """The cached flat arrays, or None when there is no cache, it is stale, or it is unreadable (a file cut short
+    by a crash or a full disk, say: it is deleted, to be rebuilt)."""
     path = datasets_root() / dataset_id / CACHE_FILE
+    remove_orphans(path.parent, r"\." + re.escape(CACHE_FILE) + r"\.(?P<pid>\d+)\.tmp\.npz")
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != _fingerprint(dataset_id):
                 return None
             return {k: z[k] for k in _ARRAYS}
-    except (OSError, KeyError, ValueError):
+    except Exception as e:  # BadZipFile, EOFError, OSError, KeyError, ValueError, ...
+        print(f"[stitch] {dataset_id}: the flat cache {path} is unreadable ({type(e).__name__}); rebuilding it",
+              file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            path.unlink()
         return None
 
 
 def _write_cache(dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically: a temporary file, flushed to disk, renamed into place."""
     path = datasets_root() / dataset_id / CACHE_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     try:
-        np.savez(tmp, fingerprint=np.asarray(_fingerprint(dataset_id)), **arrays)
+        with open(tmp, "wb") as f:
+            np.savez(f, fingerprint=np.asarray(_fingerprint(dataset_id)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError:  # a read-only dataset folder: no cache, load from Minari each time
-        tmp.unlink(missing_ok=True)
+    except OSError:  # a read-only dataset folder or a full disk: no cache, load from Minari each time
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _flatten_episodes(ds, dataset_id: str) -> dict[str, np.ndarray]:
@@ -379,22 +397,23 @@ def load_dataset(dataset_id: str, download: bool = False, continuous: bool = Fal
         arrays = _flatten_episodes(ds, dataset_id)
         _write_cache(dataset_id, arrays)
     lengths = arrays.pop("episode_lengths")
-    lo, hi = _ref_scores(ds, dataset_id)
     spec = getattr(ds, "_eval_env_spec", None) or ds.env_spec
+    lo, hi = _ref_scores(ds, spec)
     data = Dataset(dataset_id=dataset_id, **arrays, episode_lengths=lengths,
                    episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
                    env_spec=spec, ref_min_score=lo, ref_max_score=hi)
-    check_dataset(data)
+    check_dataset(data, spaces=None if spec is not None else (ds.observation_space, ds.action_space))
     if continuous and np.issubdtype(data.actions.dtype, np.integer):
         raise DatasetError(f"dataset {dataset_id!r} has discrete actions; this script is for continuous (Box) "
                            f"actions")
     return data
 
 
-def check_dataset(data: Dataset) -> None:
-    """Raise DatasetError for non-finite values or shapes that do not match the environment.
+def check_dataset(data: Dataset, spaces: tuple[gym.Space, gym.Space] | None = None) -> None:
+    """Raise DatasetError for non-finite values or shapes that do not match the environment (or, for a dataset
+    that records none, the observation and action `spaces` it records).
 
-    Also records the environment's continuous action bounds in `data.action_low` / `action_high`."""
+    Also records the continuous action bounds in `data.action_low` / `action_high`."""
     for name in ("observations", "actions", "rewards", "next_observations"):
         arr = getattr(data, name)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -403,25 +422,32 @@ def check_dataset(data: Dataset) -> None:
             raise DatasetError(f"dataset {data.dataset_id!r}: {name} contains NaN or inf "
                                f"(first at transition {row}, episode {ep})")
     if data.env_spec is None:
-        return
-    try:
-        env = make_env(data.env_spec)
-    except Exception as e:
-        raise DatasetError(f"dataset {data.dataset_id!r}: its environment {data.env_spec.id!r} cannot be made "
-                           f"({type(e).__name__}: {e})") from e
-    obs_space, act_space = env.observation_space, env.action_space
-    env.close()
+        if spaces is None:
+            return
+        obs_space, act_space = spaces
+        source = "its recorded spaces"
+        if isinstance(act_space, gym.spaces.Box) and not np.isfinite(act_space.low).all():
+            act_space = None  # unbounded actions: no bounds to rescale by; shapes checked below
+    else:
+        try:
+            env = make_env(data.env_spec)
+        except Exception as e:
+            raise DatasetError(f"dataset {data.dataset_id!r}: its environment {data.env_spec.id!r} cannot be made "
+                               f"({type(e).__name__}: {e})") from e
+        obs_space, act_space = env.observation_space, env.action_space
+        env.close()
+        source = f"environment {data.env_spec.id}"
     if isinstance(act_space, gym.spaces.Box):
         data.action_low = act_space.low.astype(np.float32).reshape(-1)
         data.action_high = act_space.high.astype(np.float32).reshape(-1)
     obs_dim = int(np.prod(gym.spaces.flatten_space(obs_space).shape))
     if data.obs_dim != obs_dim:
         raise DatasetError(f"dataset {data.dataset_id!r}: observations have {data.obs_dim} features but "
-                           f"environment {data.env_spec.id} observes {obs_dim}")
+                           f"{source} observes {obs_dim}")
     if isinstance(act_space, gym.spaces.Box):
         if data.actions.ndim != 2 or data.actions.shape[1] != int(np.prod(act_space.shape)):
             raise DatasetError(f"dataset {data.dataset_id!r}: actions have shape {data.actions.shape[1:]} but "
-                               f"environment {data.env_spec.id} expects {act_space.shape}")
+                               f"{source} expects {act_space.shape}")
     elif isinstance(act_space, gym.spaces.Discrete):
         if data.actions.ndim != 1 or data.actions.min() < 0 or data.actions.max() >= act_space.n:
             raise DatasetError(f"dataset {data.dataset_id!r}: discrete actions must be integers in "

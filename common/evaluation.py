@@ -14,6 +14,7 @@ training never use, so evaluations are repeatable and disjoint from training.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from typing import Callable
@@ -106,3 +107,50 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
     if episode_info is not None:
         episode_info.update(length=lengths, terminated=terminated)
     return np.asarray(returns)
+
+
+class Evaluator:
+    """When and how a script evaluates its policy: `--eval-episodes` episodes every `--eval-every` updates and after
+    the last one, in the dataset's environment, scored with its reference returns.
+
+        evaluator = Evaluator(data, args, "iql")      # says once at start what it will not do, and why
+        if evaluator.due(step, evals):                # an evaluation step not yet recorded in `evals`
+            evals.append(evaluator(policy_fn, step, run))   # {"step", "return", "score"}; logged to `run`
+
+    A dataset that records no environment is trained without evaluation (`due` is never true). One without
+    reference scores (and no `--ref-min-score/--ref-max-score`) is evaluated in raw returns; its score is None.
+    """
+
+    def __init__(self, data, args, algo: str):
+        self.env_spec = data.env_spec
+        self.every, self.total_steps, self.seed = args.eval_every, args.total_steps, args.seed
+        self.episodes = args.eval_episodes if data.env_spec is not None else 0
+        lo, hi = getattr(args, "ref_min_score", None), getattr(args, "ref_max_score", None)
+        if lo is None:
+            lo, hi = data.ref_min_score, data.ref_max_score
+        self.ref_scores = None if lo is None or hi is None else (float(lo), float(hi))
+        self._scored = dataclasses.replace(data, ref_min_score=lo, ref_max_score=hi)  # shares data's arrays
+        if data.env_spec is None and args.eval_episodes:
+            print(f"{algo}: dataset {data.dataset_id!r} records no environment: training without evaluation "
+                  f"(result.json gets the training losses and no score)", file=sys.stderr, flush=True)
+        elif self.episodes and self.ref_scores is None:
+            print(f"{algo}: dataset {data.dataset_id!r} has no reference scores: evaluations report raw returns and "
+                  f"no normalized score (--ref-min-score and --ref-max-score give them)", file=sys.stderr, flush=True)
+
+    def due(self, step: int, evals: list[dict]) -> bool:
+        """Whether `step` is an evaluation step whose evaluation `evals` does not hold yet."""
+        return (self.episodes > 0 and (step % self.every == 0 or step == self.total_steps)
+                and not (evals and evals[-1]["step"] == step))
+
+    def score(self, returns: np.ndarray) -> float | None:
+        """Mean D4RL-style normalized score x 100 of `returns`, or None without reference scores."""
+        return None if self.ref_scores is None else float(self._scored.normalized_score(returns).mean())
+
+    def __call__(self, policy: Callable[[np.ndarray], np.ndarray], step: int, run=None) -> dict:
+        returns = evaluate(policy, self.env_spec, self.episodes, seed=self.seed)
+        record = {"step": int(step), "return": float(returns.mean()), "score": self.score(returns)}
+        if run is not None:
+            run.log(step, {"eval/return": record["return"]}
+                    | ({} if record["score"] is None else {"eval/score": record["score"]}))
+            run.score(step, record["score"], record["return"])
+        return record

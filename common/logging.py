@@ -29,6 +29,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from common.config import ArgumentError
+from common.files import remove_orphans
+
 
 def git_commit() -> str | None:
     try:
@@ -74,7 +77,16 @@ class Run:
     def __init__(self, run_dir: Path, args: Any, algo: str, total_steps: int, start_step: int, track: bool,
                  project: str = "stitch", progress: bool = True):
         self.dir = run_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / ".write-test").touch()
+            (self.dir / ".write-test").unlink()
+        except OSError as e:
+            raise ArgumentError(f"cannot write the run folder {self.dir}: {e.strerror or e}") from e
+        # what a run killed while writing left behind: a checkpoint's temporary file, a half-written JSON file
+        remove_orphans(self.dir, r"checkpoint\.pt\.tmp(?P<pid>\d+)")
+        for tmp in self.dir.glob("*.json*.tmp"):
+            tmp.unlink(missing_ok=True)
         self.algo = algo
         self.total_steps = total_steps
         self.checkpoint_every = getattr(args, "checkpoint_every", None)
@@ -122,6 +134,22 @@ class Run:
         if due:
             self.last_checkpoint = time.monotonic()
         return bool(due)
+
+    def training_metrics(self) -> dict[str, float]:
+        """The last logged training metrics (losses and the like; evaluations and timings left out), for result.json:
+        what a run without evaluation reports."""
+        last: dict[str, float] = {}
+        self._metrics.flush()
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            values = {k: v for k, v in rec.items()
+                      if k not in ("step", "time", "updates_per_s") and not k.startswith("eval/")}
+            if values:
+                last = {"step": rec["step"], **values}
+        return last
 
     def advance(self, n: int) -> None:
         self.progress.update(n)

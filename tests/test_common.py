@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import dataclasses
 import json
 import subprocess
@@ -135,11 +136,13 @@ def test_failed_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
 
     def crash_mid_write(obj, f, *args, **kwargs):
         real_save({"step": 2, "w": torch.zeros(1000)}, f)  # half a file's worth of bytes, then the crash
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash_mid_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError) as e:  # one line for the user, naming the file and the cause
         save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+    assert str(e.value) == (f"could not write checkpoint {path}: No space left on device; the previous checkpoint "
+                            f"is unchanged")
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert load_checkpoint(path)["step"] == 1

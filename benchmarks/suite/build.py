@@ -105,6 +105,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.suite import dqn, maze  # noqa: E402
 from benchmarks.suite.behavior import GaussianActor, load_actor  # noqa: E402
 from common.evaluation import make_env  # noqa: E402
+from common.files import remove_orphans  # noqa: E402
 
 POLICY_ROOT = Path(__file__).resolve().parent / "policies"
 CARDS_PATH = Path(__file__).resolve().parent / "DATASETS.md"
@@ -577,13 +578,16 @@ def default_workers() -> int:
 def _new_dataset(dataset_id: str, *, force: bool, **create_kwargs) -> Iterator:
     """The storage of a new, empty HDF5 dataset (`minari.create_dataset_from_buffers(dataset_id, buffer=[],
     **create_kwargs)`), made in a hidden temporary root inside the real one (Minari skips hidden folders)
-    and moved under its id with one rename when the block completes; on an error nothing is left behind."""
+    and moved under its id with one rename when the block completes; on an error nothing is left behind, and a
+    build killed outright leaves its temporary root (named with its process id), which the next build removes."""
     target = dataset_dir(dataset_id)
     if target.exists() and not force:
         raise FileExistsError(f"{dataset_id} already exists at {target}; pass force=True (--force) to rebuild it")
     root = dataset_dir("")
     root.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".stitch-build-", dir=root))
+    for orphan in remove_orphans(root, r"\.stitch-build-(?P<pid>\d+)-.*"):  # left by a build that was killed
+        print(f"[stitch] removed {orphan}, left behind by an interrupted build", flush=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".stitch-build-{os.getpid()}-", dir=root))
     saved_root = os.environ.get("MINARI_DATASETS_PATH")
     try:
         os.environ["MINARI_DATASETS_PATH"] = str(tmp_root)
