@@ -63,8 +63,9 @@ def check_runs_dir(runs_dir: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
-        raise ArgumentError(f"--runs-dir {runs_dir} {what}, not a folder")
+        if existing == path:
+            raise ArgumentError(f"--runs-dir {runs_dir} is a file, not a folder")
+        raise ArgumentError(f"--runs-dir {runs_dir} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == path else f" (in {existing})"
         reason = "a read-only file system" if _read_only(existing) else "no write permission"

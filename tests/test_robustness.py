@@ -355,3 +355,28 @@ def test_total_steps_that_cannot_change_on_resume(tiny_hopper, tmp_path):
     line = in_process_error("bc", "--resume", str(only_run_dir(tmp_path / "bc")), "--total-steps", "20")
     assert line == "--total-steps 20 is below the update this run already reached (40)"
     assert torch.load(only_run_dir(tmp_path / "bc") / "checkpoint.pt", weights_only=True)["step"] == 40
+
+
+def test_the_bad_input_page_quotes_messages_the_code_prints():
+    """Every message on docs/bad_input.md is in the code: each literal piece between `{…}` placeholders appears in
+    the sources (strings split over lines joined), so the page cannot drift from what users see."""
+    import re
+
+    sources = [*(ROOT / "common").glob("*.py"), ROOT / "algorithms" / "iql.py",
+               ROOT / "benchmarks" / "suite" / "build.py"]
+    code = "".join(p.read_text() for p in sources)
+    code = re.sub(r"\"\s*\n\s*(\+\s*)?f?\"", "", code)  # "abc "\n  f"def" -> "abc def"
+    page = (ROOT / "docs" / "bad_input.md").read_text()
+    messages = re.findall(r"^\|[^|]+\| `([^`]+)`", page, flags=re.M)
+    assert len(messages) >= 25
+    missing = []
+    for message in messages:
+        message = message.removeprefix("error: ").removeprefix("warning: ")
+        for piece in re.split(r"\{[^}]*\}|…", message):
+            piece = piece.strip(" .':;(),")
+            # flag errors are composed by common.config.require: "--<flag> " + message + ", got <value>"
+            piece = re.sub(r",? got$", "", re.sub(r"^--[a-z-]+:? ", "", piece))
+            piece = re.sub(r" --[a-z-]*$", "", piece).strip(" .':;(),")
+            if len(piece) >= 8 and piece not in code:
+                missing.append((message, piece))
+    assert missing == []

@@ -102,9 +102,15 @@ def string_keys(node: ast.AST) -> set[str]:
 
 def logged_metrics(script: str) -> set[str]:
     """Metric names a script logs: the dict keys that its update functions (`update`, `q_update`, `actor_step`,
-    ...) return, that it assigns to a `*metrics` name, or that it passes to a `.log(...)` call."""
+    ...) return, that it assigns to a `*metrics` name, or that it passes to a `.log(...)` call; and those that
+    common/evaluation.py's `Evaluator` logs, for a script that evaluates with it."""
     keys: set[str] = set()
-    for node in ast.walk(source(script)):
+    tree = source(script)
+    if any(isinstance(n, ast.Name) and n.id == "Evaluator" for n in ast.walk(tree)):
+        evaluation = ast.parse((ROOT / "common" / "evaluation.py").read_text())
+        keys |= {k for n in ast.walk(evaluation) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                 and n.func.attr == "log" for arg in n.args for k in string_keys(arg)}
+    for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
                 "update" in node.name or node.name.endswith("_step")):
             for ret in ast.walk(node):
