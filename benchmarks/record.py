@@ -22,6 +22,8 @@ import sys
 
 if sys.platform.startswith("linux") and not os.environ.get("MUJOCO_GL"):
     os.environ["MUJOCO_GL"] = "egl"  # offscreen without a display; must be set before MuJoCo is first imported
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (classic control) needs no sound card
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import dataclasses  # noqa: E402
 import math  # noqa: E402
