@@ -52,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.run_policy import RunError, RunPolicy, load_run_policy  # noqa: E402
 
 TRACE_BATCH, CHECK_BATCH = 16, 7  # different sizes: the check also shows the batch dimension is not fixed
-ATOL = 1e-5  # ONNX Runtime's kernels differ from torch's in the last bits; TorchScript replays torch's own ops
+# largest |difference| from load_policy's actions a written file may show: TorchScript replays torch's own ops
+# (0 in practice); ONNX Runtime's kernels differ from torch's in the last bits (up to ~1e-5 on a trained BCQ policy)
+ATOL = {"torchscript": 1e-6, "onnx": 1e-4}
 ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime"
 
 
@@ -151,7 +153,7 @@ def export(run_dir: str | Path, fmt: str = "torchscript", out: str | Path | None
                 raise RunError(f"the exported {fmt} policy returns actions of shape {got.shape}, load_policy "
                                f"{expected.shape}: not exported")
             diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
-            if not diff <= ATOL:
+            if not diff <= ATOL[fmt]:
                 raise RunError(f"the exported {fmt} policy's actions differ from load_policy's by up to {diff:.3g} "
                                f"(algorithms/{run.algo}.py's `.module` must compute the whole policy): not exported")
         os.replace(tmp, path)
