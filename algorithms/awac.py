@@ -359,16 +359,32 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class DeterministicPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim] -> the policy's mean actions
+    [n, act_dim], clipped to [-1, 1]. Its forward is the whole policy, so it exports as it is (benchmarks/export.py)."""
+
+    def __init__(self, policy: GaussianPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.act(obs).clamp(-1, 1)
+
+
 def policy_function(policy: GaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
-    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]."""
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions [n, act_dim] in [-1, 1]
+    (`.module`: the same policy as one nn.Module on tensors, a DeterministicPolicy)."""
+    module = DeterministicPolicy(policy)
+
     def act(obs: np.ndarray) -> np.ndarray:
-        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).clamp(-1, 1).cpu().numpy()
-    act.module = policy
+        with torch.no_grad():
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: one nn.Module)."""
     state = load_policy_checkpoint(run_dir, "awac")
     args = Args(**upgrade_args("awac", json.loads(state["args"])))
     policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)

@@ -423,19 +423,36 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class DeterministicPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim], normalized with the dataset's
+    statistics, -> the policy's mean actions [n, act_dim], clipped to [-1, 1]. Its forward is the whole policy, so
+    it exports as it is (benchmarks/export.py)."""
+
+    def __init__(self, policy: GaussianPolicy, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.policy = policy
+        self.register_buffer("obs_mean", obs_mean)
+        self.register_buffer("obs_std", obs_std)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.act((obs - self.obs_mean) / self.obs_std).clamp(-1, 1)
+
+
 def policy_function(policy: GaussianPolicy, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim], normalized with the dataset's statistics,
-    -> the mean actions [n, act_dim], clipped to [-1, 1]."""
+    -> the mean actions [n, act_dim], clipped to [-1, 1] (`.module`: the same policy as one nn.Module on tensors)."""
+    module = DeterministicPolicy(policy, obs_mean, obs_std)
+
     def act(obs: np.ndarray) -> np.ndarray:
-        obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std
-        return policy.act(obs_t).clamp(-1, 1).cpu().numpy()
-    act.module = policy
+        with torch.no_grad():
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: one nn.Module)."""
     state = load_policy_checkpoint(run_dir, "awr")
     args = Args(**upgrade_args("awr", json.loads(state["args"])))
     policy = GaussianPolicy(state["obs_dim"], state["act_dim"], args.hidden_dim, args.action_std).to(device)

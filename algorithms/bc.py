@@ -224,19 +224,36 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class DeterministicPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim], normalized with the training data's
+    mean and std, -> actions [n, act_dim] in [-1, 1]. Its forward is the whole policy, so it exports as it is
+    (benchmarks/export.py)."""
+
+    def __init__(self, actor: Actor, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("obs_mean", obs_mean)
+        self.register_buffer("obs_std", obs_std)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor((obs - self.obs_mean) / self.obs_std)
+
+
 def policy_function(actor: Actor, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim], normalized with the training data's statistics,
-    -> actions [n, act_dim] in [-1, 1]."""
+    -> actions [n, act_dim] in [-1, 1] (`.module`: the same policy as one nn.Module on tensors)."""
+    module = DeterministicPolicy(actor, obs_mean, obs_std)
+
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return actor((torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std).cpu().numpy()
-    act.module = actor
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network)."""
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: one nn.Module)."""
     state = load_policy_checkpoint(run_dir, "bc")
     args = Args(**upgrade_args("bc", json.loads(state["args"])))
     actor = Actor(state["obs_dim"], state["act_dim"], args.hidden_dim).to(device)

@@ -319,20 +319,37 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class DeterministicPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim], normalized with the training data's
+    mean and std, -> actions [n, act_dim] in [-1, 1]. Its forward is the whole policy, so it exports as it is
+    (benchmarks/export.py)."""
+
+    def __init__(self, actor: Actor, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("obs_mean", obs_mean)
+        self.register_buffer("obs_std", obs_std)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor((obs - self.obs_mean) / self.obs_std)
+
+
 def policy_function(actor: Actor, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim] -> actions [n, act_dim] in [-1, 1], the observations
-    normalized with the training data's mean and std (tensors on `device`) first."""
+    normalized with the training data's mean and std (tensors on `device`) first (`.module`: the same policy as one
+    nn.Module on tensors)."""
+    module = DeterministicPolicy(actor, obs_mean, obs_std)
+
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            return actor((obs_t - obs_mean) / obs_std).cpu().numpy()
-    act.module = actor
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network), with the
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: one nn.Module), with the
     observation statistics saved in the checkpoint."""
     state = load_policy_checkpoint(run_dir, "td3_bc")
     args = Args(**upgrade_args("td3_bc", json.loads(state["args"])))

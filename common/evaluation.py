@@ -63,6 +63,19 @@ def make_env(env_spec, **kwargs) -> gym.Env:
     return env
 
 
+def eval_seed(seed: int, episode: int) -> int:
+    """The reset seed of evaluation episode `episode` (0, 1, ...) of a run with seed `seed`."""
+    return EVAL_SEED_OFFSET + 10_000 * seed + episode
+
+
+def env_actions(actions: np.ndarray, space: gym.Space) -> np.ndarray:
+    """A policy's batch of actions as the environment takes them: continuous actions in [-1, 1] mapped to a Box's
+    [low, high] (unchanged where that is [-1, 1] already, and for discrete spaces)."""
+    if isinstance(space, gym.spaces.Box) and not (np.all(space.low == -1) and np.all(space.high == 1)):
+        return space.low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (space.high - space.low)
+    return actions
+
+
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, seed: int = 0,
              max_envs: int = 50, episode_info: dict | None = None) -> np.ndarray:
     """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep.
@@ -77,16 +90,13 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
     for first in range(0, episodes, max_envs):
         n = min(max_envs, episodes - first)
         envs = [make_env(env_spec) for _ in range(n)]
-        seeds = [EVAL_SEED_OFFSET + 10_000 * seed + first + i for i in range(n)]
+        seeds = [eval_seed(seed, first + i) for i in range(n)]
         obs = [flatten_obs(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
         space = envs[0].action_space
-        rescale = isinstance(space, gym.spaces.Box) and not (np.all(space.low == -1) and np.all(space.high == 1))
         totals, running = np.zeros(n), list(range(n))
         steps, ended_by_term = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
         while running:
-            actions = np.asarray(policy(np.stack([obs[i] for i in running]).astype(np.float32)))
-            if rescale:
-                actions = space.low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (space.high - space.low)
+            actions = env_actions(np.asarray(policy(np.stack([obs[i] for i in running]).astype(np.float32))), space)
             still = []
             for i, a in zip(running, actions):
                 if isinstance(envs[i].action_space, gym.spaces.Discrete):

@@ -14,6 +14,6 @@ def test_load_policy_replays_the_final_evaluation(tiny_hopper, tmp_path):
     result = bc.train(args)
     (run_dir,) = (tmp_path / "runs").iterdir()
     policy = bc.load_policy(run_dir)
-    assert isinstance(policy.module, bc.Actor)
+    assert isinstance(policy.module.actor, bc.Actor)
     returns = evaluate(policy, load_dataset(tiny_hopper).env_spec, args.eval_episodes, seed=args.seed)
     assert float(returns.mean()) == result["final_return"]

@@ -172,7 +172,7 @@ def test_load_policy_replays_the_final_evaluation(tiny_hopper, tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     policy = onestep.load_policy(run_dir)  # pi: the run ended in the improvement phase
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    assert all(torch.equal(v, ckpt["policy"][k]) for k, v in policy.module.state_dict().items())
+    assert all(torch.equal(v, ckpt["policy"][k]) for k, v in policy.module.policy.state_dict().items())
     returns = evaluate(policy, load_dataset(tiny_hopper).env_spec, args.eval_episodes, seed=args.seed)
     assert float(returns.mean()) == result["final_return"]
 

@@ -16,6 +16,6 @@ def test_load_policy_replays_the_final_evaluation(tiny_hopper, tmp_path):
     result = td3_bc.train(args)
     (run_dir,) = Path(args.runs_dir).iterdir()
     policy = td3_bc.load_policy(run_dir)
-    assert isinstance(policy.module, td3_bc.Actor)
+    assert isinstance(policy.module.actor, td3_bc.Actor)
     returns = evaluate(policy, load_dataset(args.dataset).env_spec, args.eval_episodes, seed=args.seed)
     assert float(returns.mean()) == result["final_return"]
