@@ -326,6 +326,7 @@ def w_estimate(g: nn.Module, obs: torch.Tensor, act_pi: torch.Tensor, act_b: tor
     return g(obs, act_pi) - g(obs, act_b)
 
 
+@torch.compiler.disable  # runs eager under --compile: torch.compile (2.13) cannot backpropagate twice through a graph
 def gradient_penalty(g: nn.Module, obs: torch.Tensor, act_pi: torch.Tensor, act_b: torch.Tensor, weight: float,
                      u: torch.Tensor | None = None) -> torch.Tensor:
     """lambda_gp E_s[max(||grad_a g(s, a^)||_2 - 1, 0)^2], a^ = a~ + u (b - a~), u ~ U[0, 1] per state
