@@ -27,8 +27,9 @@ instead of training them again, for a grid that shares cells with an earlier one
 are gone.
 
 Peer libraries' algorithms are cells too (benchmarks/peers/): `--algos d3rlpy_bc d3rlpy_td3_bc d3rlpy_iql
-d3rlpy_cql` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in d3rlpy's own virtual
-environment (`python benchmarks/peers/make_d3rlpy_venv.py` makes it), into the same results file.
+d3rlpy_cql d3rlpy_bcq d3rlpy_bear` trains d3rlpy's on the same datasets, seeds, update budget and evaluation, in
+d3rlpy's own virtual environment (`python benchmarks/peers/make_d3rlpy_venv.py` makes it), into the same results
+file.
 
 On Ray (`--ray-address auto`, `HOST:6379`, or `ray://HOST:10001` with the `ray[client]` extra, which
 requirements.txt does not install) every cell is one task (reserving --threads CPUs) that runs the

@@ -66,6 +66,9 @@ OVERRIDES = {
     "xql": dict(),
     "onestep": dict(),
     "bcq": dict(vae_hidden_dim=64),  # small VAE too (the authors' is 750 wide), for the CPU budget
+    # BEAR: a small VAE, and a 2,000-update warm start (the authors' 40k would fill the whole 10k budget)
+    "bear": dict(vae_hidden_dim=64, bc_steps=2000),
+    "brac": dict(actor_hidden_dim=64),  # its phases keep the authors' proportions of the 10k (3,750 : 250 : 6,000)
 }
 
 

@@ -299,3 +299,70 @@ def test_coverage_hands_a_d3rlpy_run_to_its_venv(tiny_hopper, tmp_path, monkeypa
         coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(run)]))
     parsed = side.parse_args(["--data", "d.npz", "--evaluate-run", str(run), "--eval-episodes", "3"])
     assert parsed.evaluate_run == str(run) and parsed.eval_episodes == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# d3rlpy's configurations, checked against a stand-in d3rlpy that records what it is given
+# ----------------------------------------------------------------------------------------------
+class _Recorder:
+    """Stands in for a d3rlpy config or factory class: records its keyword arguments."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        made = _Recorder(self.name)
+        made.args, made.kwargs = args, kwargs
+        made.create = lambda device=None: made
+        return made
+
+
+def _fake_d3rlpy():
+    import types
+
+    mod = types.ModuleType("d3rlpy")
+    mod.algos = types.SimpleNamespace(**{n: _Recorder(n) for n in (
+        "BCConfig", "TD3PlusBCConfig", "IQLConfig", "CQLConfig", "BCQConfig", "BEARConfig")})
+    mod.models = types.SimpleNamespace(encoders=types.SimpleNamespace(VectorEncoderFactory=_Recorder("Encoder")))
+    mod.preprocessing = types.SimpleNamespace(StandardObservationScaler=_Recorder("Scaler"),
+                                              ReturnBasedRewardScaler=_Recorder("RewardScaler"))
+    mod.optimizers = types.SimpleNamespace(AdamFactory=_Recorder("Adam"),
+                                           CosineAnnealingLRFactory=_Recorder("Cosine"))
+    return mod
+
+
+def test_every_peer_name_maps_to_an_algorithm_the_venv_side_builds(monkeypatch):
+    from benchmarks.peers import D3RLPY_ALGOS
+    from benchmarks.peers.run_d3rlpy import parse_args
+
+    assert {"d3rlpy_bcq": "bcq", "d3rlpy_bear": "bear"}.items() <= D3RLPY_ALGOS.items()
+    assert set(D3RLPY_ALGOS.values()) == set(side.ALGOS)
+    monkeypatch.setitem(sys.modules, "d3rlpy", _fake_d3rlpy())
+    for peer, algo in D3RLPY_ALGOS.items():
+        assert (ROOT / "algorithms" / f"{algo}.py").is_file(), peer  # the script a report compares it with
+        assert parse_args(["--algo", algo])[0].algo == algo
+        assert side.parse_args(["--data", "d.npz", "--algo", algo]).algo == algo
+        assert side.make_algo(algo, "stitch/hopper/medium-v0", 1000, None, False).name.startswith(
+            {"bc": "BC", "td3_bc": "TD3", "iql": "IQL", "cql": "CQL", "bcq": "BCQ", "bear": "BEAR"}[algo])
+
+
+def test_d3rlpy_bcq_and_bear_use_their_reproduction_settings(monkeypatch):
+    monkeypatch.setitem(sys.modules, "d3rlpy", _fake_d3rlpy())
+    bcq = side.make_algo("bcq", "stitch/hopper/medium-v0", 1000, None, False).kwargs
+    assert (bcq["actor_learning_rate"], bcq["critic_learning_rate"], bcq["imitator_learning_rate"]) == (1e-3,) * 3
+    assert (bcq["batch_size"], bcq["lam"], bcq["action_flexibility"], bcq["n_action_samples"]) == (100, 0.75, 0.05, 100)
+    assert bcq["actor_encoder_factory"].args == bcq["critic_encoder_factory"].args == ([400, 300],)
+    assert bcq["imitator_encoder_factory"].args == ([750, 750],)
+    assert side.make_algo("bcq", "x", 1000, 32, False).kwargs["batch_size"] == 32  # --batch-size overrides
+
+    bear = side.make_algo("bear", "stitch/hopper/medium-v0", 1000, None, False).kwargs
+    assert (bear["actor_learning_rate"], bear["critic_learning_rate"], bear["imitator_learning_rate"],
+            bear["alpha_learning_rate"]) == (1e-4, 3e-4, 3e-4, 1e-3)
+    assert (bear["temp_learning_rate"], bear["initial_temperature"]) == (0.0, 1e-20)  # no entropy term
+    assert (bear["batch_size"], bear["mmd_sigma"], bear["n_mmd_action_samples"], bear["alpha_threshold"],
+            bear["n_target_samples"], bear["n_action_samples"], bear["warmup_steps"]) == (256, 20.0, 4, 0.05, 10, 100,
+                                                                                          40_000)
+    assert bear["imitator_encoder_factory"].args == ([750, 750],)
+    # the reproduction's kernel: gaussian on halfcheetah, laplacian elsewhere
+    assert bear["mmd_kernel"] == "laplacian"
+    assert side.make_algo("bear", "stitch/halfcheetah/medium-v0", 1000, None, False).kwargs["mmd_kernel"] == "gaussian"

@@ -29,7 +29,7 @@ import tyro
 from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq"]
+ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac"]
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
 COMMON = ["--seed", "1", "--total-steps", str(TOTAL_STEPS), "--eval-every", "150", "--eval-episodes", "2",

@@ -5,8 +5,8 @@
         --seeds 0 1 --total-steps 50000 --results benchmarks/results/peers_hopper_50k.jsonl
     python benchmarks/speed.py --algos iql d3rlpy_iql --max-seconds 60
 
-A peer algorithm is named `<library>_<algorithm>` (`d3rlpy_bc`, `d3rlpy_td3_bc`, `d3rlpy_iql`, `d3rlpy_cql`) and
-goes wherever one of our script names goes: the grid runs it as a cell like any other, and its run folder holds
+A peer algorithm is named `<library>_<algorithm>` (`d3rlpy_bc`, `d3rlpy_td3_bc`, `d3rlpy_iql`, `d3rlpy_cql`,
+`d3rlpy_bcq`, `d3rlpy_bear`) and goes wherever one of our script names goes: the grid runs it as a cell like any other, and its run folder holds
 the same files (args.json, metrics.jsonl, checkpoint.pt, result.json with the same keys), so its results land in
 the same JSONL records and speed files. d3rlpy pins another gymnasium than ours, so it runs in its own virtual
 environment: `run_d3rlpy.py` (in our environment) exports the dataset with our loader to flat arrays
@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_DIR = Path(__file__).resolve().parent
 # peer algorithm name -> the algorithm's name in d3rlpy_train.py --algo
-D3RLPY_ALGOS = {"d3rlpy_bc": "bc", "d3rlpy_td3_bc": "td3_bc", "d3rlpy_iql": "iql", "d3rlpy_cql": "cql"}
+D3RLPY_ALGOS = {"d3rlpy_bc": "bc", "d3rlpy_td3_bc": "td3_bc", "d3rlpy_iql": "iql", "d3rlpy_cql": "cql",
+                "d3rlpy_bcq": "bcq", "d3rlpy_bear": "bear"}
 D3RLPY_REQUIREMENTS = PEERS_DIR / "requirements-d3rlpy.txt"
 D3RLPY_VENV_VAR = "STITCH_D3RLPY_VENV"  # another venv folder than <repo>/.venv-d3rlpy (e.g. on Ray nodes)
 MAKE_VENV_COMMAND = "python benchmarks/peers/make_d3rlpy_venv.py"

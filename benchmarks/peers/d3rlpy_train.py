@@ -1,4 +1,4 @@
-"""d3rlpy's BC, TD3+BC, IQL and CQL on a Stitch dataset, evaluated and recorded the way our scripts are.
+"""d3rlpy's BC, TD3+BC, IQL, CQL, BCQ and BEAR on a Stitch dataset, evaluated and recorded the way our scripts are.
 
 Runs in d3rlpy's own virtual environment (.venv-d3rlpy/, made by benchmarks/peers/make_d3rlpy_venv.py), on
 a dataset exported with our loader (benchmarks/peers/export.py): it imports d3rlpy, gymnasium, numpy and
@@ -37,6 +37,16 @@ in brackets where the names differ):
           10 action samples [--num-action-samples], alpha lr 0 (a fixed alpha of 1), conservative weight
           [--regularizer-weight] 10 on "medium-v0" datasets and 5 on the others; gamma 0.99, tau 0.005, 2 critics,
           initial temperature 1 (defaults).
+  bcq     bcq.py: actor (perturbation) and critic encoders [400, 300], imitator (VAE) encoder [750, 750], lr 1e-3 for
+          all three, batch 100, lam 0.75 [--target-min-weight], action_flexibility 0.05 [--max-perturbation], 100
+          action samples [--num-eval-action-samples]; gamma 0.99, tau 0.005, 2 critics, VAE KL weight (beta) 0.5
+          (defaults).
+  bear    bear.py: actor lr 1e-4, critic lr 3e-4, imitator (VAE) lr 3e-4 with a [750, 750] encoder, alpha lr 1e-3
+          [--lagrange-lr], temperature lr 0 with initial temperature 1e-20 (no entropy term), batch 256, mmd_sigma
+          20 [--mmd-sigma], kernel "gaussian" on halfcheetah datasets and "laplacian" on the others [--kernel], 4 MMD
+          samples [--num-divergence-samples], alpha threshold 0.05 [--lagrange-threshold], 10 target samples
+          [--num-action-samples], 100 action samples [--num-eval-action-samples], warmup 40,000 updates [--bc-steps];
+          actor and critic encoders 2x256, gamma 0.99, tau 0.005, 2 critics, lam 0.75, initial alpha 1 (defaults).
 
 Training is d3rlpy's own step, the inner loop of its `fitter`: `dataset.sample_transition_batch(batch_size)`
 then `algo.update(batch)` (without fitter's per-step logger and progress bar). Evaluation is our protocol,
@@ -68,7 +78,7 @@ from typing import Callable
 import numpy as np
 
 EVAL_SEED_OFFSET = 1_000_000_007  # as common/evaluation.py: far from the seeds builders and trainers use
-ALGOS = ("bc", "td3_bc", "iql", "cql")
+ALGOS = ("bc", "td3_bc", "iql", "cql", "bcq", "bear")
 FORMAT_VERSION = 1  # of the export (benchmarks/peers/export.py)
 
 
@@ -253,6 +263,20 @@ def make_algo(algo: str, dataset_id: str, total_steps: int, batch_size: int | No
             actor_encoder_factory=encoder, critic_encoder_factory=encoder, batch_size=batch_size or 256,
             n_action_samples=10, alpha_learning_rate=0.0,
             conservative_weight=10.0 if "medium-v0" in dataset_id else 5.0)
+    elif algo == "bcq":
+        rl_encoder = d3rlpy.models.encoders.VectorEncoderFactory([400, 300])
+        config = d3rlpy.algos.BCQConfig(
+            actor_encoder_factory=rl_encoder, actor_learning_rate=1e-3, critic_encoder_factory=rl_encoder,
+            critic_learning_rate=1e-3, imitator_encoder_factory=d3rlpy.models.encoders.VectorEncoderFactory([750, 750]),
+            imitator_learning_rate=1e-3, batch_size=batch_size or 100, lam=0.75, action_flexibility=0.05,
+            n_action_samples=100)
+    elif algo == "bear":
+        config = d3rlpy.algos.BEARConfig(
+            actor_learning_rate=1e-4, critic_learning_rate=3e-4, imitator_learning_rate=3e-4, alpha_learning_rate=1e-3,
+            imitator_encoder_factory=d3rlpy.models.encoders.VectorEncoderFactory([750, 750]), temp_learning_rate=0.0,
+            initial_temperature=1e-20, batch_size=batch_size or 256, mmd_sigma=20.0,
+            mmd_kernel="gaussian" if "halfcheetah" in dataset_id else "laplacian", n_mmd_action_samples=4,
+            alpha_threshold=0.05, n_target_samples=10, n_action_samples=100, warmup_steps=40_000)
     else:
         raise ValueError(f"unknown algorithm {algo!r} (choose from {', '.join(ALGOS)})")
     return config.create(device=device)
