@@ -81,11 +81,11 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from common.buffer import Buffer  # noqa: E402
-from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint, rng_state,  # noqa: E402
-                                save_checkpoint, set_rng_state)
+from common.checkpoints import (CheckpointError, load_policy_checkpoint, load_run_checkpoint,  # noqa: E402
+                                resumed_args, rng_state, save_checkpoint, set_rng_state)
 from common.config import ArgumentError, check_common, require, resolve_device  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
-from common.evaluation import evaluate  # noqa: E402
+from common.evaluation import Evaluator  # noqa: E402
 from common.fast import adam, fast_update  # noqa: E402
 from common.interrupt import StopSignal, resume_command  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
@@ -104,7 +104,8 @@ class Args:
     total_steps: int = 800_000
     """Number of gradient updates, both phases together."""
     behaviour_steps: int | None = None
-    """Updates of phase 1, fitting pi_b by maximum likelihood (default: 3/8 of total_steps, the authors' 300k of 800k)."""
+    """Updates of phase 1, fitting pi_b by maximum likelihood (default: 3/8 of total_steps; the authors': 300k of
+    800k)."""
     bc_steps: int | None = None
     """First updates of phase 2 whose policy loss has no Q term, only alpha D (the authors' warm start; default: 1/40
     of total_steps, their 20k of 800k)."""
@@ -153,7 +154,11 @@ class Args:
     eval_every: int = 5_000
     """Updates between evaluations."""
     eval_episodes: int = 10
-    """Episodes per evaluation (deterministic actions)."""
+    """Episodes per evaluation (deterministic actions); 0: no evaluation."""
+    ref_min_score: float | None = None
+    """Return that scores 0 (with --ref-max-score; default: the dataset's reference returns, if it has any)."""
+    ref_max_score: float | None = None
+    """Return that scores 100 (with --ref-min-score)."""
     log_every: int = 1_000
     """Updates between training-metric logs."""
     checkpoint_every: int = 50_000
@@ -378,11 +383,11 @@ def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "brac")
-        try:  # the run continues with its own saved settings
-            args = dataclasses.replace(Args(**upgrade_args("brac", json.loads(state["args"]))), resume=args.resume,
-                                       progress=args.progress)
-        except TypeError as e:
-            raise CheckpointError(f"{args.resume}: saved settings do not match this script ({e})") from e
+        saved = json.loads(state["args"])  # phases left as fractions of --total-steps fix the run's length
+        fixed = (None if saved.get("behaviour_steps") is not None and saved.get("bc_steps") is not None else
+                 "its phases are fractions of --total-steps (runs started with --behaviour-steps and --bc-steps "
+                 "can be extended)")
+        args = resumed_args(Args, args, "brac", state, fixed_length=fixed)  # the run's own settings
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -390,6 +395,7 @@ def train(args: Args) -> dict:
 
     # Data: rewards and observations as they are; actions in [-1, 1].
     data = load_dataset(args.dataset, download=args.download, continuous=True)
+    evaluator = Evaluator(data, args, "brac")  # says at start if it cannot evaluate or score
     buffer = Buffer.from_dataset(data, device=device, seed=args.seed)
     obs_dim, act_dim = data.obs_dim, data.act_dim
 
@@ -512,27 +518,29 @@ def train(args: Args) -> dict:
                 run.log(step, {k: v.item() for k, v in metrics.items()}
                         | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
                 run.advance(args.log_every)
-            if args.eval_episodes and (step % args.eval_every == 0 or step == args.total_steps):
-                acting = behaviour_fn if step <= behaviour_end else policy_fn
-                returns = evaluate(acting, data.env_spec, args.eval_episodes, seed=args.seed)
-                score = float(data.normalized_score(returns).mean())
-                evals.append({"step": step, "return": float(returns.mean()), "score": score})
-                run.log(step, {"eval/return": float(returns.mean()), "eval/score": score})
-                run.score(step, score, float(returns.mean()))
+            if step == args.total_steps:
+                save()  # the final checkpoint comes before the final evaluation: a failure there loses nothing
+            if evaluator.due(step, evals):  # pi_b while it is being fitted, then the policy
+                evals.append(evaluator(behaviour_fn if step <= behaviour_end else policy_fn, step, run))
             if run.checkpoint_due(step) or stop:
                 save()
             if stop:
                 run.close()
                 raise stop.exit(resume_command(__file__, run_dir), step)
+    if evaluator.due(step, evals):  # resumed from a final checkpoint whose evaluation did not finish
+        evals.append(evaluator(behaviour_fn if step <= behaviour_end else policy_fn, step, run))
+        save()
     run.advance(step - run.progress.n)
-    final = evals[-1] if evals else {"score": None, "return": None}
+    final = evals[-1] if evals else {"score": None, "return": None}  # no evaluation: losses only
     result = {"algo": "brac", "dataset": args.dataset, "seed": args.seed, "steps": step,
               "final_score": final["score"], "final_return": final["return"], "evals": evals,
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
+              "train_metrics": run.training_metrics(),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
     run.write_json("result.json", result)
     run.close()
-    shown = "no evaluation" if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})"
+    shown = ("no evaluation" if final["return"] is None else f"final return {final['return']:.1f}"
+             if final["score"] is None else f"final score {final['score']:.1f} ({final['return']:.1f})")
     print(f"brac {args.dataset} seed {args.seed}: {shown} after {step} updates -> {run_dir}")
     return result
 
@@ -563,3 +571,5 @@ if __name__ == "__main__":
         train(tyro.cli(Args))
     except (ArgumentError, CheckpointError, DatasetError) as e:  # bad input: one clear line, no traceback
         raise SystemExit(f"error: {e}")
+    except OSError as e:  # a full disk or a vanished folder while writing logs or results
+        raise SystemExit(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}")

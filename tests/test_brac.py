@@ -230,8 +230,9 @@ def test_every_divergence_and_mode_trains(flags, tiny_hopper, tmp_path):
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     phase2 = [r for r in records if "loss/q" in r]
     assert [r["step"] for r in phase2] == [20, 30, 40]
-    keys = {"loss/actor", "divergence"} | ({"loss/lagrange", "lagrange_multiplier"} if "regularizer_mode" in flags
-                                          else set()) | ({"loss/discriminator"} if flags["divergence"] == "w" else set())
+    keys = {"loss/actor", "divergence"}
+    keys |= {"loss/lagrange", "lagrange_multiplier"} if "regularizer_mode" in flags else set()
+    keys |= {"loss/discriminator"} if flags["divergence"] == "w" else set()
     for r in phase2:
         assert keys <= set(r) and all(math.isfinite(r[k]) for k in keys), r
         if "lagrange_multiplier" in r:
@@ -244,7 +245,8 @@ def test_every_divergence_and_mode_trains(flags, tiny_hopper, tmp_path):
 # Bad input
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, flag", [
-    ("divergence", "js", "--divergence"), ("mode", "both", "--mode"), ("regularizer_mode", "auto", "--regularizer-mode"),
+    ("divergence", "js", "--divergence"), ("mode", "both", "--mode"),
+    ("regularizer_mode", "auto", "--regularizer-mode"),
     ("regularizer_weight", -1.0, "--regularizer-weight"), ("regularizer_weight", 1e4, "--regularizer-weight"),
     ("behaviour_steps", 10**9, "--total-steps"), ("behaviour_steps", -1, "--behaviour-steps"),
     ("bc_steps", -1, "--bc-steps"), ("num_divergence_samples", 0, "--num-divergence-samples"),
@@ -270,7 +272,8 @@ def test_cli_bad_divergence_and_discrete_dataset_are_one_line(minari_root, tmp_p
     assert not runs.exists()
     proc = subprocess.run([sys.executable, script, "--dataset", "test/none-v0", "--total-steps", "10",
                            "--behaviour-steps", "10"], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
-    assert proc.stderr.strip() == "error: --total-steps must exceed --behaviour-steps = 10 (phase 2 needs updates), got 10"
+    assert proc.stderr.strip() == ("error: --total-steps must exceed --behaviour-steps = 10 (phase 2 needs updates), "
+                                   "got 10")
 
 
 @pytest.mark.compile

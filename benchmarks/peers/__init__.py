@@ -6,11 +6,11 @@
     python benchmarks/speed.py --algos iql d3rlpy_iql --max-seconds 60
 
 A peer algorithm is named `<library>_<algorithm>` (`d3rlpy_bc`, `d3rlpy_td3_bc`, `d3rlpy_iql`, `d3rlpy_cql`,
-`d3rlpy_bcq`, `d3rlpy_bear`) and goes wherever one of our script names goes: the grid runs it as a cell like any other, and its run folder holds
-the same files (args.json, metrics.jsonl, checkpoint.pt, result.json with the same keys), so its results land in
-the same JSONL records and speed files. d3rlpy pins another gymnasium than ours, so it runs in its own virtual
-environment: `run_d3rlpy.py` (in our environment) exports the dataset with our loader to flat arrays
-(`export.py`), then starts `d3rlpy_train.py` in the venv, which never imports minari or our code.
+`d3rlpy_bcq`, `d3rlpy_bear`) and goes wherever one of our script names goes: the grid runs it as a cell like any
+other, and its run folder holds the same files (args.json, metrics.jsonl, checkpoint.pt, result.json with the same
+keys), so its results land in the same JSONL records and speed files. d3rlpy pins another gymnasium than ours, so it
+runs in its own virtual environment: `run_d3rlpy.py` (in our environment) exports the dataset with our loader to
+flat arrays (`export.py`), then starts `d3rlpy_train.py` in the venv, which never imports minari or our code.
 
 This module is what the grid and the speed script need: which names are peers, the command that runs one,
 and a quick check that the venv exists and is current (stdlib only).
