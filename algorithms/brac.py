@@ -548,16 +548,32 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class DeterministicPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim] -> tanh(mean) actions [n, act_dim].
+    Its forward is the whole policy, so it exports as it is (benchmarks/export.py)."""
+
+    def __init__(self, policy: TanhGaussianPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.act(obs)
+
+
 def policy_function(policy: TanhGaussianPolicy, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
-    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions tanh(mean) in [-1, 1]."""
+    """What evaluation runs: float32 observations [n, obs_dim] -> deterministic actions tanh(mean) in [-1, 1]
+    (`.module`: the same policy as one nn.Module on tensors, a DeterministicPolicy)."""
+    module = DeterministicPolicy(policy)
+
     def act(obs: np.ndarray) -> np.ndarray:
-        return policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-    act.module = policy
+        with torch.no_grad():
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the network): pi once
+    """The policy of a run folder's checkpoint, as `policy_function` returns it (`.module`: the module): pi once
     phase 2 has begun, else pi_b, as the run evaluates."""
     state = load_policy_checkpoint(run_dir, "brac")
     args = Args(**upgrade_args("brac", json.loads(state["args"])))
