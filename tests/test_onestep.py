@@ -120,18 +120,18 @@ def test_phases_freeze_beta_then_q_and_start_pi_from_beta(tiny_hopper, tmp_path)
 
 
 def test_resume_exactly_at_the_start_of_the_improvement_phase(tiny_hopper, tmp_path, monkeypatch):
-    evaluate = onestep.evaluate
+    import common.evaluation
 
     def crash(*a, **kw):
         raise KeyboardInterrupt  # the run dies after its checkpoint at step 200 = bc_steps + q_steps
 
-    monkeypatch.setattr(onestep, "evaluate", crash)
+    monkeypatch.setattr(common.evaluation, "evaluate", crash)  # what the script's Evaluator runs
     with pytest.raises(KeyboardInterrupt):
         onestep.train(small_args(tiny_hopper, tmp_path / "killed", total_steps=300, checkpoint_every=200,
                                  eval_every=250))
     (run_dir,) = (tmp_path / "killed").iterdir()
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 200
-    monkeypatch.setattr(onestep, "evaluate", evaluate)
+    monkeypatch.setattr(common.evaluation, "evaluate", evaluate)
     onestep.train(onestep.Args(resume=str(run_dir), progress=False))
     onestep.train(small_args(tiny_hopper, tmp_path / "clean", total_steps=300, checkpoint_every=200, eval_every=250))
     resumed = load_checkpoint(run_dir / "checkpoint.pt")
