@@ -31,6 +31,12 @@ Implementation details:
  5. The conservative term is computed on Q = the mean of the quantiles (the authors' `q_values`), for both
     critics. Evaluation is greedy in Q.
  6. Deviation: the score is the final evaluation, not an average over iterations.
+ 7. Note on alpha: the TD losses here have bounded gradients (Huber slope 1; a quantile's at most max(tau, 1-tau)),
+    while the penalty's gradient on Q(s, a) is alpha (softmax_a Q(s, .) - pi_b(a|s)) whatever the rewards, so an
+    action the data take with small probability can be pushed below the others without limit: roughly, alpha must
+    stay below pi_b(a|s) (DQN) or pi_b(a|s) / 2 (QR) for a rarely taken best action to stay best (the chain test in
+    tests/test_discrete_algos.py fails with alpha 1 and passes with 0.1). Atari's clipped rewards and many
+    actions are what alpha 1-4 was tuned for.
 
 Usage:
     python algorithms/cql_discrete.py                                 # stitch/cartpole/medium-replay-v0, QR-DQN
