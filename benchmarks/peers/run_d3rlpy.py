@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     """This script's own flags, and the rest (for d3rlpy_train.py)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Other flags go to d3rlpy_train.py unchanged.")
-    parser.add_argument("--algo", choices=("bc", "td3_bc", "iql", "cql"), default="iql", help="d3rlpy algorithm")
+    parser.add_argument("--algo", choices=("bc", "td3_bc", "iql", "cql", "bc_discrete", "bcq_discrete", "cql_discrete"),
+                        default="iql", help="d3rlpy algorithm")
     parser.add_argument("--dataset", default="stitch/hopper/medium-replay-v0", help="Minari dataset id")
     parser.add_argument("--resume", default=None, help="a run folder to continue (its dataset is used)")
     parser.add_argument("--download", action="store_true", help="download a remote (non-stitch) id if missing")
