@@ -76,6 +76,7 @@ class Dataset:
     ref_max_score: float | None
     action_low: np.ndarray | None = None  # bounds of a continuous (Box) action space, from the environment
     action_high: np.ndarray | None = None
+    n_actions: int | None = None  # size of a discrete action space: the environment's, or max action + 1 without one
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -384,12 +385,13 @@ def _flatten_episodes(ds, dataset_id: str) -> dict[str, np.ndarray]:
             "timeouts": np.concatenate(trunc_l), "episode_lengths": np.asarray(lengths, dtype=np.int64)}
 
 
-def load_dataset(dataset_id: str, download: bool = False, continuous: bool = False) -> Dataset:
+def load_dataset(dataset_id: str, download: bool = False, continuous: bool = False, discrete: bool = False) -> Dataset:
     """Flat transition arrays of a Minari dataset, checked for consistency (see module docstring).
 
     The first load reads every episode through Minari and caches the flat arrays next to the data
     (`stitch_flat_v1.npz`); later loads read the cache, which is rebuilt whenever the data files change.
-    `continuous=True` (scripts for Box actions) rejects a dataset with discrete actions at once.
+    `continuous=True` (scripts for Box actions) rejects a dataset with discrete actions at once;
+    `discrete=True` (scripts for Discrete actions) rejects one with continuous actions.
     """
     ds = load_minari(dataset_id, download=download)
     arrays = _read_cache(dataset_id)
@@ -406,6 +408,9 @@ def load_dataset(dataset_id: str, download: bool = False, continuous: bool = Fal
     if continuous and np.issubdtype(data.actions.dtype, np.integer):
         raise DatasetError(f"dataset {dataset_id!r} has discrete actions; this script is for continuous (Box) "
                            f"actions")
+    if discrete and not np.issubdtype(data.actions.dtype, np.integer):
+        raise DatasetError(f"dataset {dataset_id!r} has continuous actions; this script is for discrete actions "
+                           f"(stitch/cartpole/..., stitch/acrobot/...)")
     return data
 
 
@@ -421,6 +426,8 @@ def check_dataset(data: Dataset, spaces: tuple[gym.Space, gym.Space] | None = No
             ep = int(np.searchsorted(data.episode_starts, row, side="right") - 1)
             raise DatasetError(f"dataset {data.dataset_id!r}: {name} contains NaN or inf "
                                f"(first at transition {row}, episode {ep})")
+    if np.issubdtype(data.actions.dtype, np.integer) and len(data.actions):
+        data.n_actions = int(data.actions.max()) + 1  # without an environment: the actions the data holds
     if data.env_spec is None:
         if spaces is None:
             return
@@ -452,6 +459,7 @@ def check_dataset(data: Dataset, spaces: tuple[gym.Space, gym.Space] | None = No
         if data.actions.ndim != 1 or data.actions.min() < 0 or data.actions.max() >= act_space.n:
             raise DatasetError(f"dataset {data.dataset_id!r}: discrete actions must be integers in "
                                f"[0, {act_space.n}) with one per transition")
+        data.n_actions = int(act_space.n)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@
 `policy` maps a float32 batch of observations [n, obs_dim] to a batch of actions; it is called once per
 step for all episodes still running (batched inference), and should act deterministically.
 Continuous actions are expected in [-1, 1] and mapped to the environment's [low, high] (the
-convention `Buffer.from_dataset` trains with). Each
+convention `Buffer.from_dataset` trains with). Discrete actions (a `Discrete(n)` action space) are integer
+indices in [0, n), one per observation (shape [n] or [n, 1]), as the datasets log them: a discrete script's
+policy returns the argmax of its scores; anything else (a float that is not a whole number, an index out of
+range) is a ValueError that names the action. Each
 episode runs in its own environment copy, reset with seeds from a range that dataset builds and
 training never use, so evaluations are repeatable and disjoint from training.
 """
@@ -76,6 +79,20 @@ def env_actions(actions: np.ndarray, space: gym.Space) -> np.ndarray:
     return actions
 
 
+def discrete_actions(actions: np.ndarray, n: int, n_actions: int) -> list[int]:
+    """A discrete policy's output for `n` observations as `n` Python ints in [0, n_actions) (ValueError if not)."""
+    flat = np.asarray(actions).reshape(-1)
+    if flat.shape != (n,):
+        raise ValueError(f"a discrete policy must return one action per observation: got shape "
+                         f"{np.asarray(actions).shape} for {n} observations")
+    if flat.dtype.kind not in "iub" and not np.all(np.isfinite(flat) & (flat == np.round(flat))):
+        raise ValueError(f"discrete actions must be integer indices, got {flat[:5].tolist()}")
+    ints = flat.astype(np.int64)
+    if ints.min() < 0 or ints.max() >= n_actions:
+        raise ValueError(f"discrete actions must be in [0, {n_actions}), got {ints.min()}..{ints.max()}")
+    return ints.tolist()
+
+
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, seed: int = 0,
              max_envs: int = 50, episode_info: dict | None = None) -> np.ndarray:
     """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep.
@@ -93,14 +110,15 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
         seeds = [eval_seed(seed, first + i) for i in range(n)]
         obs = [flatten_obs(env.reset(seed=s)[0]) for env, s in zip(envs, seeds)]
         space = envs[0].action_space
+        discrete = isinstance(space, gym.spaces.Discrete)
         totals, running = np.zeros(n), list(range(n))
         steps, ended_by_term = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
         while running:
             actions = env_actions(np.asarray(policy(np.stack([obs[i] for i in running]).astype(np.float32))), space)
+            if discrete:
+                actions = discrete_actions(actions, len(running), int(space.n))
             still = []
             for i, a in zip(running, actions):
-                if isinstance(envs[i].action_space, gym.spaces.Discrete):
-                    a = int(a)
                 o, r, term, trunc, _ = envs[i].step(a)
                 totals[i] += float(r)
                 steps[i] += 1

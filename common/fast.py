@@ -60,15 +60,16 @@ class Adam(torch.optim.Adam):
             g.update(lr=torch.tensor(float(g["lr"]), device=device), capturable=capturable, fused=fused)
 
 
-def adam(params: Iterable, lr: float, device: torch.device, weight_decay: float = 0.0) -> Adam:
+def adam(params: Iterable, lr: float, device: torch.device, weight_decay: float = 0.0, eps: float = 1e-8) -> Adam:
     """Adam with its learning rate as a tensor (a scheduler changes it in place, so a compiled update is not
-    recompiled and a captured one reads the new value), fused, and capturable on CUDA."""
+    recompiled and a captured one reads the new value), fused, and capturable on CUDA. `eps`: Adam's epsilon
+    (torch's default 1e-8; the DQN family's Atari settings use larger ones)."""
     lr_t = torch.tensor(float(lr), device=device)
     cuda = torch.device(device).type == "cuda"
     try:
-        return Adam(params, lr=lr_t, weight_decay=weight_decay, fused=True, capturable=cuda)
+        return Adam(params, lr=lr_t, weight_decay=weight_decay, eps=eps, fused=True, capturable=cuda)
     except (RuntimeError, TypeError):  # a device without a fused kernel
-        return Adam(params, lr=lr_t, weight_decay=weight_decay, capturable=cuda)
+        return Adam(params, lr=lr_t, weight_decay=weight_decay, eps=eps, capturable=cuda)
 
 
 class _Graphed:

@@ -35,6 +35,13 @@ def tiny_hopper(minari_root):
     return "test/hopper/tiny-v0"
 
 
+@pytest.fixture
+def tiny_cartpole(minari_root):
+    """A few short random-action CartPole episodes (discrete actions) under a test id."""
+    make_dataset("test/cartpole/tiny-v0", env_id="CartPole-v1", episodes=8, max_steps=60, ref_scores=(9.0, 500.0))
+    return "test/cartpole/tiny-v0"
+
+
 def check_bad_flag(script: ModuleType, field: str, value, flag: str, tmp_path: Path) -> None:
     """`script.train` refuses `field = value` at once with an ArgumentError naming `flag`: before the (missing)
     dataset is even looked up, and without leaving a run folder for a run that never started."""

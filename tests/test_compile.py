@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import ALGOS, ROOT, args_fields, assert_same_state, only_run_dir, run_in_process
+from test_resume import ALGOS, DISCRETE_ALGOS, ROOT, args_fields, assert_same_state, only_run_dir, run_in_process
 
 from torch._dynamo.utils import counters
 
@@ -38,7 +38,8 @@ RTOL, ATOL = 1e-4, 1e-5
 
 def flags(algo: str, runs: Path, *extra: str) -> list[str]:
     small = ["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []
-    return ["--dataset", "test/hopper/tiny-v0", "--seed", "1", "--total-steps", str(STEPS), "--eval-every",
+    dataset = "test/cartpole/tiny-v0" if algo in DISCRETE_ALGOS else "test/hopper/tiny-v0"
+    return ["--dataset", dataset, "--seed", "1", "--total-steps", str(STEPS), "--eval-every",
             str(STEPS), "--eval-episodes", "0", "--log-every", "5", "--checkpoint-every", str(STEPS),
             "--batch-size", "32", "--no-progress", "--runs-dir", str(runs), "--device", DEVICE, *small, *extra]
 
@@ -82,6 +83,16 @@ def interrupt_when_logged(run_root: Path, step: int) -> threading.Thread:
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_compiled_update_equals_eager_and_resumes_exactly(algo, minari_root, tiny_hopper, tmp_path, monkeypatch):
+    check_compiled_equals_eager(algo, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("algo", DISCRETE_ALGOS)
+def test_discrete_compiled_update_equals_eager_and_resumes_exactly(algo, minari_root, tiny_cartpole, tmp_path,
+                                                                   monkeypatch):
+    check_compiled_equals_eager(algo, tmp_path, monkeypatch)
+
+
+def check_compiled_equals_eager(algo: str, tmp_path: Path, monkeypatch) -> None:
     if not (ROOT / "algorithms" / f"{algo}.py").is_file():
         pytest.skip(f"algorithms/{algo}.py does not exist yet")
     monkeypatch.setenv("STITCH_COMPILE_CPU", "1")  # compiled on CPU too where a script runs eager there by default

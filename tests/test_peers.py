@@ -322,8 +322,10 @@ def _fake_d3rlpy():
 
     mod = types.ModuleType("d3rlpy")
     mod.algos = types.SimpleNamespace(**{n: _Recorder(n) for n in (
-        "BCConfig", "TD3PlusBCConfig", "IQLConfig", "CQLConfig", "BCQConfig", "BEARConfig")})
-    mod.models = types.SimpleNamespace(encoders=types.SimpleNamespace(VectorEncoderFactory=_Recorder("Encoder")))
+        "BCConfig", "TD3PlusBCConfig", "IQLConfig", "CQLConfig", "BCQConfig", "BEARConfig", "DiscreteBCConfig",
+        "DiscreteBCQConfig", "DiscreteCQLConfig")})
+    mod.models = types.SimpleNamespace(encoders=types.SimpleNamespace(VectorEncoderFactory=_Recorder("Encoder")),
+                                       q_functions=types.SimpleNamespace(QRQFunctionFactory=_Recorder("QR")))
     mod.preprocessing = types.SimpleNamespace(StandardObservationScaler=_Recorder("Scaler"),
                                               ReturnBasedRewardScaler=_Recorder("RewardScaler"))
     mod.optimizers = types.SimpleNamespace(AdamFactory=_Recorder("Adam"),
@@ -343,7 +345,8 @@ def test_every_peer_name_maps_to_an_algorithm_the_venv_side_builds(monkeypatch):
         assert parse_args(["--algo", algo])[0].algo == algo
         assert side.parse_args(["--data", "d.npz", "--algo", algo]).algo == algo
         assert side.make_algo(algo, "stitch/hopper/medium-v0", 1000, None, False).name.startswith(
-            {"bc": "BC", "td3_bc": "TD3", "iql": "IQL", "cql": "CQL", "bcq": "BCQ", "bear": "BEAR"}[algo])
+            {"bc": "BC", "td3_bc": "TD3", "iql": "IQL", "cql": "CQL", "bcq": "BCQ", "bear": "BEAR",
+             "bc_discrete": "DiscreteBC", "bcq_discrete": "DiscreteBCQ", "cql_discrete": "DiscreteCQL"}[algo])
 
 
 def test_d3rlpy_bcq_and_bear_use_their_reproduction_settings(monkeypatch):
@@ -366,3 +369,44 @@ def test_d3rlpy_bcq_and_bear_use_their_reproduction_settings(monkeypatch):
     # the reproduction's kernel: gaussian on halfcheetah, laplacian elsewhere
     assert bear["mmd_kernel"] == "laplacian"
     assert side.make_algo("bear", "stitch/halfcheetah/medium-v0", 1000, None, False).kwargs["mmd_kernel"] == "gaussian"
+
+
+def test_discrete_export_layout_and_evaluation(tiny_cartpole, tmp_path):
+    """A discrete dataset exports with its n_actions and int64 actions (no Box bounds); the d3rlpy side keeps the
+    actions as one integer column, d3rlpy samples exactly our transitions, and its evaluation steps CartPole with
+    int actions as common/evaluation.py does."""
+    import common.evaluation as ours
+
+    data = load_dataset(tiny_cartpole)
+    exported = side.load_export(export_dataset(tiny_cartpole, tmp_path / "cartpole.npz"))
+    assert exported["n_actions"] == 2 and exported["actions"].dtype == np.int64
+    assert exported["action_low"].shape == exported["action_high"].shape == (0,)
+    for name in FLAT:
+        assert np.array_equal(exported[name], getattr(data, name)), name
+    rows = side.to_d3rlpy_arrays(exported)
+    assert rows["actions"].dtype == np.int64 and rows["actions"].shape[1] == 1
+    sampled = d3rlpy_transitions(rows)
+    assert np.array_equal(sampled["actions"][:, 0], data.actions)
+    assert np.array_equal(sampled["observations"], data.observations)
+    assert np.array_equal(sampled["terminals"], data.terminals)
+
+    def policy(obs):  # the balancing rule, as d3rlpy's predict returns discrete actions: an int per row
+        return (obs[:, 2] + obs[:, 3] > 0).astype(np.int64)
+
+    spec = gym.envs.registration.EnvSpec.from_json(exported["env_spec"])
+    expected = ours.evaluate(policy, spec, episodes=3, seed=1)
+    assert np.array_equal(side.evaluate(policy, spec, episodes=3, seed=1), expected)
+    assert expected.tolist() == [60.0] * 3  # the 60-step limit of the tiny dataset's environment
+
+    class Predicts:  # d3rlpy's algo.predict for a discrete algorithm
+        def predict(self, obs):
+            return np.full(len(obs), 2)
+
+    acts = side.acting(Predicts(), exported)(np.zeros((4, 4), np.float32))
+    assert acts.tolist() == [2, 2, 2, 2] and acts.dtype == np.int64  # not clipped to [-1, 1]
+    assert set(side.ALGOS) >= {"bc_discrete", "bcq_discrete", "cql_discrete"}
+    from benchmarks.peers import D3RLPY_ALGOS
+
+    assert {k: v for k, v in D3RLPY_ALGOS.items() if v.endswith("_discrete")} == {
+        f"d3rlpy_{a}": a for a in ("bc_discrete", "bcq_discrete", "cql_discrete")}
+    assert all((ROOT / "algorithms" / f"{a}.py").is_file() for a in ("bc_discrete", "bcq_discrete", "cql_discrete"))

@@ -30,6 +30,7 @@ from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac"]
+DISCRETE_ALGOS = ["bc_discrete", "bcq_discrete", "cql_discrete", "spibb"]  # on a discrete dataset (tiny_cartpole)
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
 COMMON = ["--seed", "1", "--total-steps", str(TOTAL_STEPS), "--eval-every", "150", "--eval-episodes", "2",
@@ -141,15 +142,25 @@ def run_in_process(algo: str, flags: list[str]) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 @pytest.mark.parametrize("algo", ALGOS)
 def test_interrupt_and_resume_matches_an_uninterrupted_run(algo, sig, minari_root, tiny_hopper, tmp_path):
+    check_interrupt_and_resume(algo, sig, minari_root, tiny_hopper, tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("algo", DISCRETE_ALGOS)
+def test_discrete_interrupt_and_resume_matches_an_uninterrupted_run(algo, sig, minari_root, tiny_cartpole, tmp_path):
+    check_interrupt_and_resume(algo, sig, minari_root, tiny_cartpole, tmp_path)
+
+
+def check_interrupt_and_resume(algo: str, sig: signal.Signals, minari_root: Path, dataset: str, tmp_path: Path) -> None:
     if not (ROOT / "algorithms" / f"{algo}.py").is_file():
         pytest.skip(f"algorithms/{algo}.py does not exist yet")
     flags = first_run_flags(algo)
 
     # 1-2. a run killed (SIGKILL) or stopped (SIGINT) mid-way, then resumed to the end
-    run_dir = kill_and_resume(algo, tiny_hopper, flags, environment(minari_root), tmp_path, sig)
+    run_dir = kill_and_resume(algo, dataset, flags, environment(minari_root), tmp_path, sig)
     # 3. the same run, never interrupted
     clean_runs = tmp_path / "clean"
-    run_in_process(algo, ["--dataset", tiny_hopper, "--runs-dir", str(clean_runs), *flags])
+    run_in_process(algo, ["--dataset", dataset, "--runs-dir", str(clean_runs), *flags])
     clean_dir = only_run_dir(clean_runs)
 
     resumed, clean = load_checkpoint(run_dir / "checkpoint.pt"), load_checkpoint(clean_dir / "checkpoint.pt")

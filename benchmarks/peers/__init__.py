@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PEERS_DIR = Path(__file__).resolve().parent
 # peer algorithm name -> the algorithm's name in d3rlpy_train.py --algo
 D3RLPY_ALGOS = {"d3rlpy_bc": "bc", "d3rlpy_td3_bc": "td3_bc", "d3rlpy_iql": "iql", "d3rlpy_cql": "cql",
-                "d3rlpy_bcq": "bcq", "d3rlpy_bear": "bear"}
+                "d3rlpy_bcq": "bcq", "d3rlpy_bear": "bear", "d3rlpy_bc_discrete": "bc_discrete",
+                "d3rlpy_bcq_discrete": "bcq_discrete", "d3rlpy_cql_discrete": "cql_discrete"}
 D3RLPY_REQUIREMENTS = PEERS_DIR / "requirements-d3rlpy.txt"
 D3RLPY_VENV_VAR = "STITCH_D3RLPY_VENV"  # another venv folder than <repo>/.venv-d3rlpy (e.g. on Ray nodes)
 MAKE_VENV_COMMAND = "python benchmarks/peers/make_d3rlpy_venv.py"

@@ -1,4 +1,5 @@
-"""d3rlpy's BC, TD3+BC, IQL, CQL, BCQ and BEAR on a Stitch dataset, evaluated and recorded the way our scripts are.
+"""d3rlpy's BC, TD3+BC, IQL, CQL, BCQ and BEAR (and DiscreteBC, DiscreteBCQ, DiscreteCQL) on a Stitch dataset,
+evaluated and recorded the way our scripts are.
 
 Runs in d3rlpy's own virtual environment (.venv-d3rlpy/, made by benchmarks/peers/make_d3rlpy_venv.py), on
 a dataset exported with our loader (benchmarks/peers/export.py): it imports d3rlpy, gymnasium, numpy and
@@ -12,7 +13,9 @@ or by the grid (`--algos d3rlpy_iql`); by hand:
     .venv-d3rlpy/bin/python benchmarks/peers/d3rlpy_train.py --evaluate-run runs/d3rlpy_iql__... --data /tmp/mr.npz
         # no training: the final policy's episodes (returns, lengths, endings) as JSON, for benchmarks/coverage.py
 
-Data. d3rlpy's MDPDataset is built from the exported flat arrays, one episode per exported episode: it ends at
+Data. Discrete actions stay integer indices (one column), the MDPDataset is made with ActionSpace.DISCRETE and the
+export's n_actions, and evaluation steps the environment with int actions. d3rlpy's MDPDataset is built from the
+exported flat arrays, one episode per exported episode: it ends at
 a terminal (true termination: no bootstrap) or else at a timeout (bootstrapped), never both (d3rlpy 2.8.1
 asserts they never overlap; a terminal wins). d3rlpy stores T observations per episode and, for an episode that
 did not terminate, uses its last row only as the next observation of the one before, so such an episode gets
@@ -47,6 +50,18 @@ in brackets where the names differ):
           samples [--num-divergence-samples], alpha threshold 0.05 [--lagrange-threshold], 10 target samples
           [--num-action-samples], 100 action samples [--num-eval-action-samples], warmup 40,000 updates [--bc-steps];
           actor and critic encoders 2x256, gamma 0.99, tau 0.005, 2 critics, lam 0.75, initial alpha 1 (defaults).
+Discrete actions (stitch/cartpole, stitch/acrobot; there are no d3rlpy reproduction scripts for these, so each is
+matched to our script's defaults where d3rlpy's config allows):
+  bc_discrete   DiscreteBCConfig as bc_discrete.py: batch 256, lr 3e-4, beta (logit penalty) 0 (d3rlpy's default
+                0.5), observations standardized; 2x256 MLP (default).
+  bcq_discrete  DiscreteBCQConfig as bcq_discrete.py (the authors' non-Atari settings): lr 3e-4, batch 64, gamma
+                0.99, action_flexibility 0.3 [--threshold], beta 0.01 [--logit-penalty], separate Q and imitation
+                networks (share_encoder False), observations standardized. d3rlpy only copies its target network:
+                a hard copy every 200 updates stands in for our Polyak average with tau 0.005 (its time constant).
+  cql_discrete  DiscreteCQLConfig as cql_discrete.py: QR-DQN critic with 200 quantiles (QRQFunctionFactory), lr 5e-5,
+                Adam eps 3.125e-4, batch 32, gamma 0.99, a target copy every 2000 updates, alpha 1.0
+                [--regularizer-weight], observations standardized. d3rlpy's target picks a' with the online
+                network (Double DQN); ours, as the authors', with the target network.
 
 Training is d3rlpy's own step, the inner loop of its `fitter`: `dataset.sample_transition_batch(batch_size)`
 then `algo.update(batch)` (without fitter's per-step logger and progress bar). Evaluation is our protocol,
@@ -78,7 +93,7 @@ from typing import Callable
 import numpy as np
 
 EVAL_SEED_OFFSET = 1_000_000_007  # as common/evaluation.py: far from the seeds builders and trainers use
-ALGOS = ("bc", "td3_bc", "iql", "cql", "bcq", "bear")
+ALGOS = ("bc", "td3_bc", "iql", "cql", "bcq", "bear", "bc_discrete", "bcq_discrete", "cql_discrete")
 FORMAT_VERSION = 1  # of the export (benchmarks/peers/export.py)
 
 
@@ -124,6 +139,8 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
                 actions = space.low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (space.high - space.low)
             still = []
             for i, a in zip(running, actions):
+                if isinstance(space, gym.spaces.Discrete):  # an integer index, as common/evaluation.py passes it
+                    a = int(np.asarray(a).reshape(-1)[0])
                 o, r, term, trunc, _ = envs[i].step(a)
                 totals[i] += float(r)
                 steps[i] += 1
@@ -141,6 +158,13 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
     if episode_info is not None:
         episode_info.update(length=lengths, terminated=terminated)
     return np.asarray(returns)
+
+
+def acting(algo, data: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """What evaluation runs: d3rlpy's greedy action, clipped to [-1, 1] if continuous, an int index if discrete."""
+    if data.get("n_actions", 0):
+        return lambda obs: np.asarray(algo.predict(obs)).astype(np.int64).reshape(len(obs))
+    return lambda obs: np.clip(algo.predict(obs), -1.0, 1.0)
 
 
 def normalized_score(returns, ref_min: float, ref_max: float) -> np.ndarray:
@@ -169,6 +193,7 @@ def load_export(path: str | Path) -> dict:
         data[k] = str(data[k])
     for k in ("ref_min_score", "ref_max_score"):
         data[k] = float(data[k])
+    data["n_actions"] = int(data.get("n_actions", 0))  # 0: continuous (also exports written before discrete ones)
     return data
 
 
@@ -179,9 +204,12 @@ def to_d3rlpy_arrays(data: dict) -> dict[str, np.ndarray]:
     n = len(data["rewards"])
     if int(lengths.sum()) != n or np.any(lengths <= 0):
         raise DataError(f"episode lengths add up to {int(lengths.sum())} but there are {n} transitions")
-    low, high, actions = data["action_low"], data["action_high"], data["actions"].astype(np.float32)
-    if not (np.all(low == -1) and np.all(high == 1)):  # as common/buffer.py: [low, high] -> [-1, 1]
-        actions = (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+    if data.get("n_actions", 0):  # discrete: integer indices, one column
+        actions = data["actions"].astype(np.int64).reshape(n, 1)
+    else:
+        low, high, actions = data["action_low"], data["action_high"], data["actions"].astype(np.float32)
+        if not (np.all(low == -1) and np.all(high == 1)):  # as common/buffer.py: [low, high] -> [-1, 1]
+            actions = (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
     ends = np.cumsum(lengths) - 1
     terminated = data["terminals"][ends] > 0
     # each episode's rows: its transitions, then (unless it terminated) one extra row
@@ -191,7 +219,7 @@ def to_d3rlpy_arrays(data: dict) -> dict[str, np.ndarray]:
     episode_of = np.repeat(np.arange(len(lengths)), lengths)
     dest = np.arange(n) + starts_out[episode_of] - (np.cumsum(lengths) - lengths)[episode_of]
     out_obs = np.empty((rows, obs.shape[1]), np.float32)
-    out_act = np.empty((rows, actions.shape[1]), np.float32)
+    out_act = np.empty((rows, actions.shape[1]), actions.dtype)
     out_rew = np.zeros((rows, 1), np.float32)
     out_obs[dest], out_act[dest], out_rew[dest, 0] = obs, actions, data["rewards"]
     extra_rows = starts_out[~terminated] + lengths[~terminated]
@@ -209,10 +237,12 @@ def make_dataset(data: dict):
     import d3rlpy
 
     arrays = to_d3rlpy_arrays(data)
+    discrete = data.get("n_actions", 0) > 0
     dataset = d3rlpy.dataset.MDPDataset(
         observations=arrays["observations"], actions=arrays["actions"], rewards=arrays["rewards"],
-        terminals=arrays["terminals"], timeouts=arrays["timeouts"], action_space=d3rlpy.ActionSpace.CONTINUOUS,
-        action_size=arrays["actions"].shape[1])
+        terminals=arrays["terminals"], timeouts=arrays["timeouts"],
+        action_space=d3rlpy.ActionSpace.DISCRETE if discrete else d3rlpy.ActionSpace.CONTINUOUS,
+        action_size=data["n_actions"] if discrete else arrays["actions"].shape[1])
     n = len(data["rewards"])
     if dataset.transition_count != n or len(dataset.episodes) != len(data["episode_lengths"]):
         raise DataError(f"d3rlpy sees {dataset.transition_count} transitions in {len(dataset.episodes)} episodes; "
@@ -277,6 +307,19 @@ def make_algo(algo: str, dataset_id: str, total_steps: int, batch_size: int | No
             initial_temperature=1e-20, batch_size=batch_size or 256, mmd_sigma=20.0,
             mmd_kernel="gaussian" if "halfcheetah" in dataset_id else "laplacian", n_mmd_action_samples=4,
             alpha_threshold=0.05, n_target_samples=10, n_action_samples=100, warmup_steps=40_000)
+    elif algo == "bc_discrete":
+        config = d3rlpy.algos.DiscreteBCConfig(batch_size=batch_size or 256, learning_rate=3e-4, beta=0.0,
+                                               observation_scaler=std_obs())
+    elif algo == "bcq_discrete":
+        config = d3rlpy.algos.DiscreteBCQConfig(
+            learning_rate=3e-4, batch_size=batch_size or 64, gamma=0.99, action_flexibility=0.3, beta=0.01,
+            target_update_interval=200, share_encoder=False, observation_scaler=std_obs())
+    elif algo == "cql_discrete":
+        config = d3rlpy.algos.DiscreteCQLConfig(
+            learning_rate=5e-5, optim_factory=d3rlpy.optimizers.AdamFactory(eps=3.125e-4),
+            q_func_factory=d3rlpy.models.q_functions.QRQFunctionFactory(n_quantiles=200),
+            batch_size=batch_size or 32, gamma=0.99, target_update_interval=2000, alpha=1.0,
+            observation_scaler=std_obs())
     else:
         raise ValueError(f"unknown algorithm {algo!r} (choose from {', '.join(ALGOS)})")
     return config.create(device=device)
@@ -393,7 +436,7 @@ def build(algo_name: str, data: dict, seed: int, total_steps: int, batch_size: i
     dataset = make_dataset(data)
     algo = make_algo(algo_name, data["dataset_id"], total_steps, batch_size, False if device == "cpu" else device)
     build_scalers_with_transition_picker(algo, dataset)  # fit the scalers, then build the networks
-    algo.create_impl((data["observations"].shape[1],), data["actions"].shape[1])
+    algo.create_impl((data["observations"].shape[1],), data["n_actions"] or data["actions"].shape[1])
     return algo, dataset
 
 
@@ -420,7 +463,7 @@ def evaluate_run(args: argparse.Namespace) -> dict:
     algo, _ = build(saved["algo"], data, saved["seed"], saved["total_steps"], saved.get("batch_size"), "cpu")
     step, _ = restore(state, algo)
     info: dict = {}
-    returns = evaluate(lambda obs: np.clip(algo.predict(obs), -1.0, 1.0),
+    returns = evaluate(acting(algo, data),
                        gym.envs.registration.EnvSpec.from_json(data["env_spec"]), args.eval_episodes,
                        seed=saved["seed"], episode_info=info)
     return {"run": str(run_dir), "algo": f"d3rlpy_{saved['algo']}", "dataset": data["dataset_id"],
@@ -472,8 +515,7 @@ def train(args: argparse.Namespace) -> dict:
         metrics.write(json.dumps({"step": step, "time": time.time(), **record}) + "\n")
         metrics.flush()
 
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return np.clip(algo.predict(obs), -1.0, 1.0)
+    policy = acting(algo, data)
 
     batch_size = algo.config.batch_size
     start_step, start_time, train_time = step, time.time(), 0.0

@@ -8,7 +8,9 @@ trains on exactly our transitions. The file holds (arrays are those of `load_dat
   observations, actions (as logged: the environment's units), rewards, next_observations [N, ...];
   terminals, timeouts [N] (1.0 where the environment terminated / the episode was truncated);
   episode_starts, episode_lengths [E] (the boundaries; every episode ends at its last transition whatever
-  its flags say); action_low, action_high (the environment's Box bounds);
+  its flags say); action_low, action_high (the environment's Box bounds; empty for discrete actions);
+  n_actions (the size of a Discrete action space; 0 for continuous actions, whose actions are [N, act_dim]
+  floats; discrete actions are [N] int64 indices);
   dataset_id, env_id, env_spec (gymnasium's EnvSpec JSON), ref_min_score, ref_max_score, format_version,
   content_sha1 (a hash of the arrays above: the file is rewritten only when the data changed).
 The default place is a cache next to the Minari data (`<dataset folder>/peer_flat_v1.npz`, beside our own
@@ -44,13 +46,16 @@ def export_arrays(data: Dataset) -> dict[str, np.ndarray]:
     if data.ref_min_score is None or data.ref_max_score is None:
         raise PeerError(f"dataset {data.dataset_id!r} has no reference scores, so a peer's returns cannot be "
                         "normalized")
-    if data.action_low is None:
-        raise PeerError(f"dataset {data.dataset_id!r} has discrete actions; the peers here are continuous-control")
+    discrete = np.issubdtype(data.actions.dtype, np.integer)
+    if not discrete and data.action_low is None:
+        raise PeerError(f"dataset {data.dataset_id!r} has continuous actions but its environment records no bounds")
     try:
         spec = data.env_spec.to_json()
     except Exception as e:  # kwargs that JSON cannot hold (a callable, ...)
         raise PeerError(f"dataset {data.dataset_id!r}: its environment spec cannot be written as JSON ({e})") from e
-    arrays = {name: np.ascontiguousarray(getattr(data, name)) for name in ARRAYS}
+    arrays = {name: np.ascontiguousarray(getattr(data, name)) for name in ARRAYS if getattr(data, name) is not None}
+    if discrete:  # no Box bounds
+        arrays["action_low"] = arrays["action_high"] = np.zeros(0, np.float32)
     digest = hashlib.sha1()
     for name in ARRAYS:
         digest.update(name.encode() + str(arrays[name].dtype).encode() + str(arrays[name].shape).encode())
@@ -58,7 +63,8 @@ def export_arrays(data: Dataset) -> dict[str, np.ndarray]:
     return {**arrays, "dataset_id": np.asarray(data.dataset_id), "env_id": np.asarray(data.env_spec.id),
             "env_spec": np.asarray(spec), "ref_min_score": np.asarray(float(data.ref_min_score)),
             "ref_max_score": np.asarray(float(data.ref_max_score)), "format_version": np.asarray(FORMAT_VERSION),
-            "content_sha1": np.asarray(digest.hexdigest())}
+            "content_sha1": np.asarray(digest.hexdigest()),
+            "n_actions": np.asarray(int(data.n_actions) if discrete else 0)}
 
 
 def default_path(dataset_id: str) -> Path:
