@@ -229,15 +229,30 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class GreedyPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim] -> the most likely actions [n]
+    (int64). Its forward is the whole policy, so it exports as it is (benchmarks/export.py)."""
+
+    def __init__(self, actor: Classifier, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("obs_mean", obs_mean.detach().clone())
+        self.register_buffer("obs_std", obs_std.detach().clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor((obs - self.obs_mean) / self.obs_std).argmax(-1)
+
+
 def policy_function(actor: Classifier, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim], normalized with the training data's statistics,
-    -> the most likely actions [n] (int64)."""
+    -> the most likely actions [n] (int64) (`.module`: the same policy as one nn.Module, a GreedyPolicy)."""
+    module = GreedyPolicy(actor, obs_mean, obs_std)
+
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            obs_t = (torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std
-            return actor(obs_t).argmax(-1).cpu().numpy()
-    act.module = actor
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 

@@ -290,15 +290,31 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class GreedyPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim] -> argmax_{a in A_tau(s)} Q(s, a)
+    [n] (int64). Its forward is the whole policy, so it exports as it is (benchmarks/export.py)."""
+
+    def __init__(self, net: QAndGenerator, threshold: float, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.net, self.threshold = net, threshold
+        self.register_buffer("obs_mean", obs_mean.detach().clone())
+        self.register_buffer("obs_std", obs_std.detach().clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        q, log_g, _ = self.net((obs - self.obs_mean) / self.obs_std)
+        return constrained_argmax(q, allowed_actions(log_g, self.threshold))
+
+
 def policy_function(net: QAndGenerator, threshold: float, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim], normalized with the training data's statistics,
-    -> argmax_{a in A_tau(s)} Q(s, a) [n] (int64)."""
+    -> argmax_{a in A_tau(s)} Q(s, a) [n] (int64) (`.module`: the same policy as one nn.Module, a GreedyPolicy)."""
+    module = GreedyPolicy(net, threshold, obs_mean, obs_std)
+
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            q, log_g, _ = net((torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std)
-            return constrained_argmax(q, allowed_actions(log_g, threshold)).cpu().numpy()
-    act.module = net
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 

@@ -316,15 +316,30 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class GreedyPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim] -> argmax_a Q(s, a) [n] (int64).
+    Its forward is the whole policy, so it exports as it is (benchmarks/export.py)."""
+
+    def __init__(self, critic: Critic, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.critic = critic
+        self.register_buffer("obs_mean", obs_mean.detach().clone())
+        self.register_buffer("obs_std", obs_std.detach().clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic.q((obs - self.obs_mean) / self.obs_std).argmax(-1)
+
+
 def policy_function(critic: Critic, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim], normalized with the training data's statistics,
-    -> argmax_a Q(s, a) [n] (int64)."""
+    -> argmax_a Q(s, a) [n] (int64) (`.module`: the same policy as one nn.Module, a GreedyPolicy)."""
+    module = GreedyPolicy(critic, obs_mean, obs_std)
+
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return critic.q((torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std
-                            ).argmax(-1).cpu().numpy()
-    act.module = critic
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module = module
     return act
 
 

@@ -330,21 +330,51 @@ def train(args: Args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The trained policy, for tools and users: observations -> actions
 # ----------------------------------------------------------------------------------------------
+class SPIBBPolicy(nn.Module):
+    """What evaluation runs, as one module on tensors: observations [n, obs_dim] -> the most probable action of
+    pi_spibb(. | s) [n] (int64). Its forward is the whole policy, so it exports as it is (benchmarks/export.py):
+    the pseudo-counts compare each state with every stored one through one matmul (`pseudo_counts`, for the
+    large batches of training, computes them exactly with data-dependent windows a traced module could not keep;
+    the two agree to float rounding, ~1e-6 of a count)."""
+
+    def __init__(self, q: nn.Module, behaviour: nn.Module, count_obs: torch.Tensor, count_actions: torch.Tensor,
+                 count_radius: float, count_threshold: float, obs_mean: torch.Tensor, obs_std: torch.Tensor):
+        super().__init__()
+        self.q, self.behaviour = q, behaviour
+        self.radius, self.threshold = count_radius, count_threshold
+        self.register_buffer("count_obs", count_obs.detach().clone())
+        self.register_buffer("count_sq", (count_obs.detach() ** 2).sum(-1))
+        self.register_buffer("count_onehot", F.one_hot(count_actions, q[-1].out_features).to(count_obs.dtype))
+        self.register_buffer("obs_mean", obs_mean.detach().clone())
+        self.register_buffer("obs_std", obs_std.detach().clone())
+
+    def distribution(self, obs: torch.Tensor) -> torch.Tensor:
+        s = (obs - self.obs_mean) / self.obs_std
+        # ||s - s_i|| through ||s||^2 + ||s_i||^2 - 2 s.s_i (one matmul; exports to ONNX, which has no cdist)
+        squared = (s * s).sum(-1, keepdim=True) + self.count_sq - 2.0 * s @ self.count_obs.T
+        distance = squared.clamp_min(0.0).sqrt()
+        counts = (1.0 - distance / self.radius).clamp_min(0.0) @ self.count_onehot
+        return spibb_policy(self.q(s), F.softmax(self.behaviour(s), -1), counts, self.threshold)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.distribution(obs).argmax(-1)
+
+
 def policy_function(q: nn.Module, behaviour: nn.Module, count_obs: torch.Tensor, count_actions: torch.Tensor,
                     count_radius: float, count_threshold: float, device: torch.device, obs_mean: torch.Tensor,
                     obs_std: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     """What evaluation runs: float32 observations [n, obs_dim], normalized with the training data's statistics,
     -> the most probable action of pi_spibb(. | s) [n] (int64); `.distribution(obs)` gives pi_spibb itself."""
+    module = SPIBBPolicy(q, behaviour, count_obs, count_actions, count_radius, count_threshold, obs_mean, obs_std)
+
     def distribution(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            s = (torch.as_tensor(obs, dtype=torch.float32, device=device) - obs_mean) / obs_std
-            n_actions = q[-1].out_features
-            counts = pseudo_counts(s, count_obs, count_actions, n_actions, count_radius)
-            return spibb_policy(q(s), F.softmax(behaviour(s), -1), counts, count_threshold).cpu().numpy()
+            return module.distribution(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return distribution(obs).argmax(-1)
-    act.module, act.distribution = q, distribution
+        with torch.no_grad():
+            return module(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+    act.module, act.distribution = module, distribution
     return act
 
 

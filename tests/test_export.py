@@ -29,6 +29,16 @@ from common.evaluation import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
 DATASET = "test/hopper/tiny-v0"
+CARTPOLE = "test/cartpole/tiny-v0"  # for the scripts for discrete actions
+DISCRETE = {p.stem for p in (ROOT / "algorithms").glob("*.py") if "discrete=True" in p.read_text()}
+
+
+def dataset(algo: str) -> str:
+    return CARTPOLE if algo in DISCRETE else DATASET
+
+
+def action_shape(algo: str, n: int) -> tuple[int, ...]:
+    return (n,) if algo in DISCRETE else (n, 3)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")  # still the torch-only format
 ONNX_MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
 
@@ -61,10 +71,11 @@ def tiny_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
         make_dataset(DATASET, episodes=4, max_steps=60)
+        make_dataset(CARTPOLE, env_id="CartPole-v1", episodes=4, max_steps=60, ref_scores=(9.0, 500.0))
 
         def run(algo: str) -> Path:
             if algo not in runs:
-                flags = ["--dataset", DATASET, "--runs-dir", str(root / algo), "--total-steps", "3",
+                flags = ["--dataset", dataset(algo), "--runs-dir", str(root / algo), "--total-steps", "3",
                          "--eval-episodes", "0", "--log-every", "1", "--checkpoint-every", "3", "--batch-size", "16",
                          "--no-progress"]
                 run_in_process(algo, flags + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else []))
@@ -73,8 +84,8 @@ def tiny_runs(tmp_path_factory):
         yield run
 
 
-def observations(n: int = 64) -> np.ndarray:
-    return load_dataset(DATASET).observations[:n].astype(np.float32)
+def observations(n: int = 64, algo: str = "iql") -> np.ndarray:
+    return load_dataset(dataset(algo)).observations[:n].astype(np.float32)
 
 
 def isolated(child: str, *argv, cwd: Path) -> None:
@@ -91,17 +102,18 @@ def test_torchscript_acts_like_load_policy_without_the_repo(algo, tiny_runs, tmp
     path, diff = export_tool.export(run_dir, "torchscript", tmp_path / "policy.pt")
     assert path.is_file() and diff is not None and diff <= export_tool.ATOL["torchscript"]
     policy = load_run_policy(run_dir).policy
-    batches = [observations(1), observations(64)]  # traced with 16 observations: any batch size works
+    batches = [observations(1, algo), observations(64, algo)]  # traced with 16 observations: any batch size works
     torch.save([torch.as_tensor(obs) for obs in batches], tmp_path / "obs.pt")
     isolated(TORCHSCRIPT_CHILD, path, tmp_path / "obs.pt", tmp_path / "actions.pt", cwd=tmp_path)
     for obs, got in zip(batches, torch.load(tmp_path / "actions.pt"), strict=True):
         got, expected = got.numpy(), np.asarray(policy(obs))
-        assert got.dtype == expected.dtype and got.shape == expected.shape == (len(obs), 3)
+        assert got.dtype == expected.dtype and got.shape == expected.shape == action_shape(algo, len(obs))
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     meta = {"stitch.json": ""}
     torch.jit.load(str(path), _extra_files=meta)
     facts = json.loads(meta["stitch.json"])
-    assert [facts[k] for k in ("algo", "dataset", "step", "obs_dim", "act_dim")] == [algo, DATASET, 3, 11, 3]
+    expected_facts = [algo, CARTPOLE, 3, 4, 1] if algo in DISCRETE else [algo, DATASET, 3, 11, 3]
+    assert [facts[k] for k in ("algo", "dataset", "step", "obs_dim", "act_dim")] == expected_facts
 
 
 @pytest.mark.skipif(bool(ONNX_MISSING), reason=f"ONNX export needs {', '.join(ONNX_MISSING)} "
@@ -113,13 +125,13 @@ def test_onnx_acts_like_load_policy_without_the_repo(algo, tiny_runs, tmp_path):
     assert diff is not None and diff <= 1e-5
     assert [p.name for p in tmp_path.iterdir()] == ["policy.onnx"]  # one self-contained file (no .data)
     policy = load_run_policy(run_dir).policy
-    batches = [observations(1), observations(64)]
+    batches = [observations(1, algo), observations(64, algo)]
     np.savez(tmp_path / "obs.npz", *batches)  # arr_0, arr_1
     isolated(ONNX_CHILD, path, tmp_path / "obs.npz", tmp_path / "actions.npz", cwd=tmp_path)
     actions = np.load(tmp_path / "actions.npz")
     for obs, key in zip(batches, sorted(actions.files), strict=True):
         got, expected = actions[key], np.asarray(policy(obs))
-        assert got.shape == expected.shape == (len(obs), 3)
+        assert got.shape == expected.shape == action_shape(algo, len(obs))
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
