@@ -181,7 +181,7 @@ def short_dataset(d: str) -> str:
 
 
 def rel(path: Path) -> str:
-    return path.relative_to(ROOT).as_posix()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
 # ----------------------------------------------------------------------------------------------------------
