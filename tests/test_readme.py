@@ -112,7 +112,7 @@ def test_readme_commands_run(minari_root, tiny_hopper, tmp_path, monkeypatch):
                 args = parse(module, flags, target)
                 if args is not None:
                     module.train(shortened(args, tiny_hopper, tmp_path / f"runs{i}"))
-                    (run_dir,) = (tmp_path / f"runs{i}").iterdir()
+                    (run_dir,) = [p for p in (tmp_path / f"runs{i}").iterdir() if p.is_dir()]
                     runs.setdefault(script.stem, run_dir)
             else:
                 later.append((script, target, flags))
@@ -133,8 +133,8 @@ def test_readme_commands_run(minari_root, tiny_hopper, tmp_path, monkeypatch):
             if args is None:
                 continue
             if target == "benchmarks/report.py":  # the real report, into the temporary folder, without plots
-                module.main(dataclasses.replace(args, out=str(tmp_path / "report.md"), readme=None, plots=False,
-                                                bootstrap_reps=100))
+                module.main(dataclasses.replace(args, results=[str(ROOT / r) for r in args.results], readme=None,
+                                                out=str(tmp_path / "report.md"), plots=False, bootstrap_reps=100))
             elif target == "benchmarks/pages.py":
                 module.main(dataclasses.replace(args, check=True))
             # other tools (the grid, export, record, speed) are checked by their parser only: they train for
@@ -147,8 +147,8 @@ def test_readme_python_block_loads_a_policy(minari_root, tiny_hopper, tmp_path):
     (code,) = [b for b in blocks("python") if "load_policy" in b]
     algo = re.search(r"from algorithms import (\w+)", code).group(1)
     module = load(ROOT / "algorithms" / f"{algo}.py")
-    module.train(shortened(module.Args(), tiny_hopper, tmp_path))
-    (run_dir,) = tmp_path.iterdir()
+    module.train(shortened(module.Args(), tiny_hopper, tmp_path / "runs"))
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     code = re.sub(r'"runs/[^"]*"', repr(str(run_dir)), code)
     namespace = {"observations": torch.zeros(3, 11)}
     exec(code, namespace)  # noqa: S102 -- the README's own example
