@@ -67,11 +67,8 @@ for Gym (`--lagrange-threshold 10`).
 d3rlpy's CQL (as its reproduction script runs it) differs from the authors' in six settings, each a flag here:
 no behaviour-cloning warm-up (`--bc-steps 0`), weight 10 on medium datasets (`--regularizer-weight 10`), PyTorch's init
 (`--init torch`), a' = tanh(mean) in the backup (`--target-action mean`), critics before actor (`--update-order
-critic-first`) and a log-std floor of -20 (`--log-std-min -20`). On stitch/hopper/medium-v0 at 50k updates
-d3rlpy's scored higher than this script with the authors' settings (but a 10k warm-up, the grid's); with its
-first four set at once, ours was level with d3rlpy's over the last 20% of training (two seeds each), and
-`--init torch` alone matched d3rlpy's seed 0 there on the one seed run (README, "Compared with d3rlpy"). One
-seed does not settle which setting matters, so the defaults stay the authors'.
+critic-first`) and a log-std floor of -20 (`--log-std-min -20`). The defaults stay the authors'; how the
+two compare, and with which of these flags, is in benchmarks/RESULTS.md, "CQL against d3rlpy on hopper-medium".
 
 Usage:
     python algorithms/cql.py                                         # stitch/hopper/medium-replay-v0

@@ -20,8 +20,8 @@ Implementation details (all from the authors' code unless marked "deviation"):
  4. Policy: Gaussian with mean tanh(linear) and a state-independent log-std parameter (init 0,
     clipped to [-5, 2]); not a tanh-squashed distribution. Evaluation uses the mean action.
  5. All layers (outputs too) use orthogonal init with gain sqrt(2), zero bias; 2x256 ReLU MLPs.
-    `--init torch` keeps PyTorch's default nn.Linear init instead (what CORL's and d3rlpy's IQL use); on
-    stitch/hopper/medium-replay-v0 at 50k updates it scored higher (README, "Compared with d3rlpy").
+    `--init torch` keeps PyTorch's default nn.Linear init instead (what CORL's and d3rlpy's IQL use; see
+    benchmarks/RESULTS.md, "IQL against d3rlpy on hopper-medium-replay").
  6. Exponentiated advantages are clipped at 100. The actor's learning rate follows a cosine decay
     to 0 over `total_steps`; V and Q use a constant learning rate.
  7. The twin Q-functions are one batched ensemble module (weights [2, in, out]): one matmul per layer.

@@ -1,7 +1,7 @@
-"""Benchmark report: tables, aggregate statistics and plots from results files; regenerates the README's results.
+"""Benchmark report: tables, aggregate statistics and plots from results files (benchmarks/pages.py puts the
+reports on benchmarks/RESULTS.md).
 
-    python benchmarks/report.py benchmarks/results/hopper_50k.jsonl --readme README.md \
-        --speed benchmarks/results/speed_cpu.json
+    python benchmarks/report.py benchmarks/results/hopper_50k.jsonl
     python benchmarks/report.py a.jsonl b.jsonl --out benchmarks/results/all.md     # several files, one report
     python benchmarks/report.py benchmarks/results/hopper_50k.jsonl --no-plots
 
