@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_dataset
-from test_resume import ALGOS, ROOT, args_fields, assert_same_state, command, only_run_dir, run_in_process
+from test_resume import (ALGOS, DISCRETE_ALGOS, ROOT, args_fields, assert_same_state, command, only_run_dir,
+                         run_in_process)
 
 from common.checkpoints import CheckpointError, load_checkpoint
 from common.config import ArgumentError, check_runs_dir
@@ -95,6 +96,22 @@ def test_every_script_trains_on_logs_without_an_environment(algo, logged_data, t
     run_in_process(algo, ["--resume", str(run_dir), "--no-progress"])  # a finished run resumes to the same result
     again = json.loads((run_dir / "result.json").read_text())
     assert again["train_metrics"] == metrics and again["evals"] == []
+
+
+@pytest.mark.parametrize("algo", DISCRETE_ALGOS)
+def test_discrete_scripts_train_on_logs_without_an_environment(algo, minari_root, tmp_path, capfd):
+    make_dataset("acme/cartpole/logs-v0", env_id="CartPole-v1", episodes=6, max_steps=40, ref_scores=None,
+                 record_env=False)
+    runs = tmp_path / "runs"
+    run_in_process(algo, ["--dataset", "acme/cartpole/logs-v0", "--runs-dir", str(runs),
+                          *small(algo, "--total-steps", "40", "--eval-every", "20")])
+    assert "records no environment: training without evaluation" in capfd.readouterr().err
+    run_dir = only_run_dir(runs)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["final_score"] is None and result["evals"] == [] and result["train_metrics"]["step"] == 40
+    module = __import__(f"algorithms.{algo}", fromlist=["load_policy"])
+    actions = module.load_policy(run_dir)(load_dataset("acme/cartpole/logs-v0").observations[:5])
+    assert actions.shape == (5,) and set(actions.tolist()) <= {0, 1}  # CartPole's two actions, from the data
 
 
 def test_logs_keep_their_action_bounds_without_an_environment(minari_root):
