@@ -117,8 +117,12 @@ def fast_update(update: Callable[..., dict[str, torch.Tensor]], device: torch.de
         key = tuple(sorted(kwargs.items()))
         if key not in branches:  # each branch compiles from its own copy of the code: dynamo keeps one cache per
             # code object, so a branch compiles the same whichever ran first (a resumed run may start with another)
+            # dynamic=False: an update's shapes are fixed for a run; without it dynamo, having seen the same function
+            # (by file, line and name) with another batch size earlier in the process, traces sizes symbolically,
+            # which BCQ's sampling (torch.randn of a symbolic size with a generator) cannot take
             compiled = torch.compile(types.FunctionType(update.__code__.replace(), update.__globals__,
-                                                        update.__name__, update.__defaults__, update.__closure__))
+                                                        update.__name__, update.__defaults__, update.__closure__),
+                                     dynamic=False)
             branches[key] = (_Graphed(compiled, kwargs, warmup, generators) if cuda
                              else functools.partial(compiled, **kwargs))
         return branches[key]()
