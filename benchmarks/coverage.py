@@ -19,7 +19,6 @@ run in d3rlpy's venv (`d3rlpy_train.py --evaluate-run`), on the same episodes.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import subprocess
 import sys
@@ -33,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.speed import write_results  # noqa: E402
-from common.checkpoints import CheckpointError, load_checkpoint, run_algo  # noqa: E402
+from benchmarks.run_policy import RunError, load_run_policy  # noqa: E402
+from common.checkpoints import load_checkpoint  # noqa: E402
 from common.data import load_dataset  # noqa: E402
 from common.evaluation import evaluate  # noqa: E402
 
@@ -67,15 +67,13 @@ def transitions_from(lengths: np.ndarray, step: int) -> int:
 
 
 def load_policy(run: Path):
-    """A run's final policy through its script's public `load_policy`, with the run's saved settings."""
+    """A run's final policy through its script's public `load_policy` (benchmarks/run_policy.py), with the run's
+    saved settings."""
     try:
-        algo = run_algo(run)
-        if not (ROOT / "algorithms" / f"{algo}.py").is_file():
-            raise SystemExit(f"error: {run} holds a run of {algo}, and there is no algorithms/{algo}.py")
-        policy = importlib.import_module(f"algorithms.{algo}").load_policy(run)
-    except CheckpointError as e:
+        loaded = load_run_policy(run)
+    except RunError as e:
         raise SystemExit(f"error: {e}") from None
-    return policy, json.loads((run / "args.json").read_text())
+    return loaded.policy, loaded.args
 
 
 def our_episodes(run: Path, data, dataset: str, episodes: int) -> dict:

@@ -104,14 +104,6 @@ def load_policy_checkpoint(run_dir: str | Path, algo: str) -> dict[str, Any]:
     return state
 
 
-def run_algo(run_dir: str | Path) -> str:
-    """The name of the script that wrote a run folder's checkpoint (`algorithms/<name>.py`)."""
-    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
-    if not isinstance(state.get("algo"), str):
-        raise CheckpointError(f"{Path(run_dir) / 'checkpoint.pt'} records no algorithm; not a Stitch checkpoint")
-    return state["algo"]
-
-
 # Settings a resumed run takes from the command line: how it is shown, where and how fast it runs, how often
 # it checkpoints. Every other flag is the run's own, saved in its checkpoint; --total-steps may change within
 # limits (see `resumed_args`).
