@@ -31,7 +31,7 @@ Implementation details (all from the authors' code unless marked "deviation"):
     width; rlkit's `fanin_init` reads size[0] of PyTorch's [out, in] weight, i.e. the OUTPUT width. Only
     the first layers differ (the others are square): rlkit's are 1/16 instead of 1/sqrt(|S| + |A|), and
     with them the critic of the InvertedPendulum learning test is still linear in the action after 10k
-    updates, and its spurious slope drives the policy off (return 146, against 1000 with the true fan-in).
+    updates, and its spurious slope drives the policy off (the test fails with rlkit's values, passes with these).
  6. Adam, lr 3e-4 for both; policy weight decay 1e-4 (L2 added to the gradient, as torch's Adam does).
     The twin Q-functions are one batched ensemble module (weights [2, in, out]) with one Adam (identical
     to the code's two: Adam is elementwise and each loss term touches one critic).
