@@ -130,6 +130,7 @@ class Results:
     datasets: list[str]
     cells: dict[tuple[Variant, str], list[dict]]
     labels: dict[Variant, str]
+    behaviour: dict[str, dict] | None = None  # dataset -> benchmarks/behaviour.py's entry (the data's own score)
 
 
 def side_by_side(variants: list[Variant]) -> list[Variant]:
@@ -252,18 +253,46 @@ def average_cell(res: Results, variant: Variant, score: Callable[[dict], float])
     return f"{np.mean([np.mean([score(r) for r in rs]) for rs in runs]):.1f} (seeds differ)"
 
 
+def behaviour_cell(res: Results, dataset: str) -> str:
+    entry = (res.behaviour or {}).get(dataset)
+    if not entry or entry.get("score_mean") is None:
+        return "—"
+    return f"{entry['score_mean']:.1f} ± {entry['score_std']:.1f}"
+
+
+def behaviour_average(res: Results) -> str:
+    cells = [(res.behaviour or {}).get(d, {}).get("score_mean") for d in res.datasets]
+    return "—" if None in cells else f"{np.mean(cells):.1f}"
+
+
 def score_table(res: Results, score: Callable[[dict], float]) -> list[str]:
-    header = ["| dataset | " + " | ".join(res.labels[v] for v in res.variants) + " |",
-              "|---|" + "---|" * len(res.variants)]
+    first = ["behaviour (data)"] if res.behaviour is not None else []
+    header = ["| dataset | " + " | ".join(first + [res.labels[v] for v in res.variants]) + " |",
+              "|---|" + "---|" * (len(first) + len(res.variants))]
     rows = []
     for d in res.datasets:
         cells = [f"{fmt([score(r) for r in rs])} (n={len(rs)})" if (rs := res.cells.get((v, d))) else "—"
                  for v in res.variants]
-        rows.append(f"| {d} | " + " | ".join(cells) + " |")
+        rows.append(f"| {d} | " + " | ".join([behaviour_cell(res, d)] * len(first) + cells) + " |")
     if len(res.datasets) > 1:
-        rows.append("| **average over datasets** | " + " | ".join(average_cell(res, v, score) for v in res.variants)
-                    + " |")
+        rows.append("| **average over datasets** | " + " | ".join(
+            [behaviour_average(res)] * len(first) + [average_cell(res, v, score) for v in res.variants]) + " |")
     return header + rows
+
+
+def load_behaviour(path: Path, datasets: list[str]) -> dict[str, dict]:
+    """benchmarks/behaviour.py's file, checked: JSON, one entry per dataset of the tables."""
+    if not path.is_file():
+        raise SystemExit(f"error: no behaviour file {path} (write it with benchmarks/behaviour.py)")
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: {path} is not JSON ({e.msg})") from None
+    missing = [d for d in datasets if d not in table]
+    if missing:
+        raise SystemExit(f"error: {path} has no entry for {', '.join(missing)} (add it: python benchmarks/behaviour.py "
+                         f"{' '.join(missing)} --out {path})")
+    return table
 
 
 def aggregate_table(res: Results, reps: int, seed: int) -> list[str]:
@@ -296,7 +325,10 @@ def report_markdown(res: Results, plots: dict[str, Path], base: Path, command: s
     lines += ["", f"Final normalized score × 100 (D4RL-style: 0 random, 100 expert) after {steps} updates, "
               f"mean ± std over n seeds ({seeds} per cell); each evaluation averages {episodes_text}."
               + (" The average row averages each seed's scores over the datasets (— where a column misses a "
-                 "dataset)." if len(res.datasets) > 1 else ""),
+                 "dataset)." if len(res.datasets) > 1 else "")
+              + (" The behaviour column is the data's own score: the normalized mean return of the dataset's "
+                 "episodes, ± std over its episodes (benchmarks/behaviour.py); the same in every table."
+                 if res.behaviour is not None else ""),
               "", f"Mean of each run's evaluations over the last {LATE_FRACTION:.0%} of its updates (the final one "
               "included; less noisy than the single final evaluation), mean ± std over seeds:", ""]
     lines += score_table(res, late_score)
@@ -498,6 +530,8 @@ class Args:
     section: str = "results"
     """Which README markers: `<!-- SECTION:start -->` ... `<!-- SECTION:end -->` (one README may hold
     several reports, e.g. `--section results-200k`)."""
+    behaviour: str | None = None
+    """A file written by benchmarks/behaviour.py: the data's own score as each table's first column."""
     speed: str | None = None
     """A speed file written by benchmarks/speed.py, shown between the README's speed markers."""
     plots: bool = True
@@ -514,7 +548,8 @@ def command_line(args: Args) -> str:
     if args.algos:
         parts += ["--algos", *args.algos]
     for flag, value, default in [("--out", args.out, None), ("--readme", args.readme, None),
-                                 ("--section", args.section, "results"), ("--speed", args.speed, None),
+                                 ("--section", args.section, "results"), ("--behaviour", args.behaviour, None),
+                                 ("--speed", args.speed, None),
                                  ("--bootstrap-reps", args.bootstrap_reps, 2000),
                                  ("--bootstrap-seed", args.bootstrap_seed, 0)]:
         if value != default:
@@ -555,6 +590,8 @@ def main(args: Args) -> None:
                              f"(it has {', '.join(sorted({r['algo'] for r in records}))})")
         records = [r for r in records if r["algo"] in args.algos]
     res = group(records)
+    if args.behaviour:
+        res.behaviour = load_behaviour(Path(args.behaviour), res.datasets)
     readme = Path(args.readme) if args.readme else None
     if readme:
         if not readme.is_file():

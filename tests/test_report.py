@@ -319,3 +319,36 @@ def test_algos_selects_columns_and_names_a_missing_one(tmp_path):
     missing = "error: --algos cql: no such algorithm in .* \\(it has bc, d3rlpy_iql, iql\\)"
     with pytest.raises(SystemExit, match=missing):
         report(tmp_path, records, algos=["iql", "cql"])
+
+
+def test_behaviour_column_from_the_data(tmp_path, tiny_cartpole):
+    """benchmarks/behaviour.py scores the data's episodes by hand; report.py shows it first in every table."""
+    from benchmarks.behaviour import Args as BehaviourArgs
+    from benchmarks.behaviour import behaviour_entry, episode_returns
+    from benchmarks.behaviour import main as behaviour_main
+    from common.data import load_dataset
+
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=np.float32)
+    assert episode_returns(rewards, np.array([0, 2, 5]), np.array([2, 3, 1])).tolist() == [3.0, 12.0, 6.0]
+    data = load_dataset(tiny_cartpole, discrete=True)
+    entry = behaviour_entry(tiny_cartpole)
+    returns = [data.rewards[s:s + n].sum() for s, n in zip(data.episode_starts, data.episode_lengths)]
+    assert entry["episodes"] == len(returns) and entry["return_mean"] == pytest.approx(np.mean(returns))
+    lo, hi = data.ref_min_score, data.ref_max_score
+    assert entry["score_mean"] == pytest.approx(100 * (np.mean(returns) - lo) / (hi - lo))
+
+    out = tmp_path / "behaviour.json"
+    out.write_text(json.dumps({"B": {"score_mean": 7.0, "score_std": 1.0}}))
+    behaviour_main(BehaviourArgs(datasets=[tiny_cartpole], out=str(out)))
+    table = json.loads(out.read_text())
+    assert table["B"] == {"score_mean": 7.0, "score_std": 1.0} and tiny_cartpole in table  # merged, not replaced
+
+    table["A"] = {"score_mean": 3.0, "score_std": 0.5}
+    out.write_text(json.dumps(table))
+    records = [record("bc", "A", 0, 10.0), record("bc", "B", 0, 20.0)]
+    text = report(tmp_path, records, behaviour=str(out))
+    assert text.splitlines()[0] == "| dataset | behaviour (data) | bc |"
+    assert text.count("| A | 3.0 ± 0.5 | 10.0 (n=1) |") == 3 and "| **average over datasets** | 5.0 |" in text
+    assert f"--behaviour {out}" in text
+    with pytest.raises(SystemExit, match="has no entry for C"):
+        report(tmp_path, records + [record("bc", "C", 0, 1.0)], behaviour=str(out))
