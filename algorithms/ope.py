@@ -273,6 +273,25 @@ def model_values(q: QNetwork, target: TargetPolicy, data: Dataset, device: torch
     return torch.cat(qs).double().cpu().numpy(), torch.cat(vs).double().cpu().numpy()
 
 
+def estimate(data: Dataset, target: TargetPolicy, log_mu: np.ndarray, args, device: torch.device,
+             log=print) -> tuple[dict[str, float], float]:
+    """Every estimator's value of `target` on `data` given log mu(a_i | s_i) [N] (args: gamma, fqe_steps and FQE's
+    settings), FQE's own estimate among them (when fqe_steps > 0), and the effective number of episodes of the
+    trajectory weights (Kish: 1 / sum w_i^2)."""
+    with np.errstate(invalid="ignore"):
+        log_ratio = per_episode(target_log_prob(target, data, device) - log_mu, data)
+    q = v = None
+    if args.fqe_steps > 0:
+        model = fit_q(data, target, args, args.fqe_steps, device, log)
+        q_flat, v_flat = model_values(model, target, data, device, args.seed)
+        q, v = per_episode(q_flat, data), per_episode(v_flat, data)
+    values = ope_estimates(per_episode(data.rewards.astype(np.float64), data), log_ratio, args.gamma, q, v)
+    if args.fqe_steps > 0:  # FQE itself: the model's V at the episodes' first states
+        values["fqe"] = float(v_flat[data.episode_starts].mean())
+    w_end = _normalized_weights(log_ratio.cumsum(1))[:, -1]
+    return values, float(1.0 / np.sum(w_end ** 2)) if w_end.sum() > 0 else 0.0
+
+
 def run(args: Args) -> dict:
     check_args(args)
     device = resolve_device(args.device)
@@ -280,16 +299,7 @@ def run(args: Args) -> dict:
     discrete = np.issubdtype(data.actions.dtype, np.integer)
     target = load_target(args.policy, data, args.target_epsilon if discrete else args.target_std, device)
     log_mu = recorded_behavior(data) if args.behavior == "recorded" else estimate_behavior(data, target, args, device)
-    with np.errstate(invalid="ignore"):
-        log_ratio = target_log_prob(target, data, device) - log_mu
-    q = v = None
-    if args.fqe_steps > 0:
-        model = fit_q(data, target, args, args.fqe_steps, device)
-        q, v = (per_episode(x, data) for x in model_values(model, target, data, device, args.seed))
-    values = ope_estimates(per_episode(data.rewards.astype(np.float64), data), per_episode(log_ratio, data),
-                           args.gamma, q, v)
-    w_end = _normalized_weights(per_episode(log_ratio, data).cumsum(1))[:, -1]
-    ess = float(1.0 / np.sum(w_end ** 2)) if w_end.sum() > 0 else 0.0  # Kish's effective sample size
+    values, ess = estimate(data, target, log_mu, args, device)
     result = {"policy": str(args.policy), "dataset": args.dataset, "behavior": args.behavior, "gamma": args.gamma,
               "episodes": int(len(data.episode_lengths)), "effective_episodes": ess,
               "estimates": {name: {"value": value, "normalized": discounted_to_normalized(value, data, args.gamma)

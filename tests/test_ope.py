@@ -234,7 +234,7 @@ def test_ope_and_fqe_run_on_a_built_discrete_set(cartpole_run, minari_root, tmp_
         result = ope.run(ope.Args(policy=str(cartpole_run), dataset="stitch/cartpole/medium-v0", behavior=behavior,
                                   target_epsilon=0.1, fqe_steps=200, bc_steps=200, device="cpu",
                                   out=str(tmp_path / f"{behavior}.json")))
-        assert set(result["estimates"]) == set(ope.ESTIMATORS)
+        assert set(result["estimates"]) == {*ope.ESTIMATORS, "fqe"}
         assert all(np.isfinite(e["value"]) and e["normalized"] is not None for e in result["estimates"].values())
         assert (tmp_path / f"{behavior}.json").is_file()
     result = fqe.train(fqe.Args(policy=str(cartpole_run), dataset="stitch/cartpole/medium-v0", total_steps=200,
@@ -264,3 +264,26 @@ def test_a_policy_for_another_action_space_is_one_line(cartpole_run, minari_root
 def test_a_folder_that_is_not_a_run_is_one_line(minari_root, tiny_cartpole, tmp_path):
     with pytest.raises(CheckpointError, match="no such run folder"):
         fqe.train(fqe.Args(policy=str(tmp_path / "nowhere"), dataset=tiny_cartpole, device="cpu"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The DOPE-style benchmark
+# ----------------------------------------------------------------------------------------------
+def test_benchmark_metrics():
+    from benchmarks import ope_benchmark
+    truth = np.array([1.0, 2.0, 3.0, 5.0])
+    s = ope_benchmark.summarize(truth, {"a": np.array([1.5, 2.0, 3.0, 4.0]), "b": np.array([4.0, 3.0, 2.0, 1.0])})
+    assert s["a"] == {"abs_error": pytest.approx(0.375), "rank_correlation": pytest.approx(1.0), "regret@1": 0.0}
+    assert s["b"]["rank_correlation"] == pytest.approx(-1.0)
+    assert s["b"]["regret@1"] == pytest.approx((5.0 - 1.0) / 4.0)
+
+
+def test_benchmark_runs_end_to_end_on_a_discrete_set(minari_root, tmp_path):
+    from benchmarks import ope_benchmark
+    suite.build("stitch/cartpole/medium-v0", n_steps=2000, progress=False, workers=1)
+    result = ope_benchmark.main(["--dataset", "stitch/cartpole/medium-v0", "--snapshots", "1", "--true-episodes", "2",
+                                 "--fqe-steps", "50", "--out", str(tmp_path / "ope")])
+    assert [r["policy"] for r in result["policies"]][:2] == ["expert", "medium"]
+    assert set(result["summary"]) == set(ope_benchmark.ESTIMATORS)
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / "ope" / f"stitch_cartpole_medium-v0.{suffix}").stat().st_size > 0
