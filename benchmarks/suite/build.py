@@ -54,6 +54,13 @@ PointMaze: a grid planner and a PD controller driving to random goal cells, logg
 for the evaluation goal. How they are made is `benchmarks/suite/maze.py`'s docstring; here they are built in
 parallel segments and written like the other levels.
 
+Every episode of the MuJoCo and discrete levels also records, in its infos, how likely the behaviour was to take
+each logged action (one row per action): `behavior_log_prob` (Box actions; the tanh-Gaussian's log-density with the
+tanh correction, or -act_dim log 2 for uniform actions) or `behavior_probs` (Discrete actions; the epsilon-greedy
+probability of every action), computed from what each step already had: no random draw and no change of batching,
+so the transitions are bit-identical to those built before the field existed. Off-policy evaluation
+(algorithms/ope.py) reads them through `common.data.load_behavior`. PointMaze records none.
+
 Datasets are created with `minari.create_dataset_from_buffers` in a hidden temporary Minari root
 inside the real one; episodes are appended as their groups arrive (by `_EpisodeWriter`, Minari's
 HDF5 layout written through h5py's low-level API, about 3x faster than Minari's writer), and the
