@@ -17,10 +17,10 @@ medium-replay snapshot in benchmarks/suite/policies/<env>/; `--snapshots N` keep
 the run folders given with `--runs` (any script in algorithms/, loaded as algorithms/fqe.py loads them). Each acts
 as the estimators evaluate it: discrete policies epsilon-greedily on their action with `--target-epsilon` (default
 0.05, the epsilon the suite's medium and expert data were logged with, so those snapshots are exactly their
-behaviour), continuous ones with Gaussian noise of `--target-std` x half the action range, clipped. SAC snapshots act
-with tanh(mean) plus that noise (not their own tanh-Gaussian). J is the mean discounted return (`--gamma`) of
-`--true-episodes` online episodes from the environment's reset distribution, the distribution the dataset's
-episodes start from; its standard error is reported next to it.
+behaviour), continuous ones with Gaussian noise of `--target-std` x half the action range, clipped; SAC snapshots
+act as they did in the data, sampling their tanh-Gaussian (on the data they logged, every ratio is 1). J is the
+mean discounted return (`--gamma`) of `--true-episodes` online episodes from the environment's reset distribution,
+the distribution the dataset's episodes start from; its standard error is reported next to it.
 
 Writes `<out>/<dataset>.json` (every policy's true value and every estimate), `<out>/<dataset>.md` (the table)
 and `<out>/<dataset>.png` (estimate against truth, one panel per estimator).
@@ -35,6 +35,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -80,6 +81,23 @@ class TanhMean(nn.Module):
         return torch.tanh(self.actor.dist(obs)[0])
 
 
+@dataclasses.dataclass
+class SACSnapshot(TargetPolicy):
+    """A SAC snapshot acting as it did in the data: a = tanh(u), u ~ N(mu(s), std(s)^2), actions in [-1, 1]."""
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mu, log_std = self.module.actor.dist(obs)
+        return torch.tanh(mu + log_std.exp() * torch.randn(mu.shape, generator=generator, device=mu.device))
+
+    @torch.no_grad()
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """The tanh-Gaussian's log-density at the stored actions (float32 near +-1 costs digits)."""
+        mu, log_std = (x.double() for x in self.module.actor.dist(obs))
+        u = torch.atanh(act.double().clamp(-1 + 1e-7, 1 - 1e-7))
+        return suite.tanh_gaussian_log_prob(u, mu, log_std)
+
+
 def snapshot_policies(env_name: str, data, noise: float, keep: int | None) -> dict[str, TargetPolicy]:
     """The suite's behaviour snapshots of `env_name` as target policies: name -> policy."""
     policy_dir = suite.ENVS[env_name].policy_dir
@@ -96,10 +114,9 @@ def snapshot_policies(env_name: str, data, noise: float, keep: int | None) -> di
         if discrete:
             module = Greedy(dqn.load_qnet(policy_dir / file)[0].eval())
             out[name] = TargetPolicy(module, data.n_actions, noise)
-        else:
-            module = TanhMean(load_actor(policy_dir / file)[0])
-            out[name] = TargetPolicy(module, None, noise, torch.as_tensor(data.action_low),
-                                     torch.as_tensor(data.action_high))
+        else:  # acting as in the data (noise unused)
+            out[name] = SACSnapshot(TanhMean(load_actor(policy_dir / file)[0]), None, 0.0,
+                                    torch.as_tensor(data.action_low), torch.as_tensor(data.action_high))
     return out
 
 

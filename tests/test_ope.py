@@ -287,3 +287,39 @@ def test_benchmark_runs_end_to_end_on_a_discrete_set(minari_root, tmp_path):
     assert set(result["summary"]) == set(ope_benchmark.ESTIMATORS)
     for suffix in ("json", "md", "png"):
         assert (tmp_path / "ope" / f"stitch_cartpole_medium-v0.{suffix}").stat().st_size > 0
+
+
+@pytest.mark.parametrize("dataset_id, policy", [("stitch/cartpole/expert-v0", "expert"),
+                                                ("stitch/hopper/medium-v0", "medium")])
+def test_the_behaviour_evaluated_on_its_own_data_has_ratio_one(dataset_id, policy, minari_root):
+    """The benchmark's snapshot of the data's own behaviour: pi = mu at every logged action (up to float rounding),
+    so every estimator is the data's mean discounted return."""
+    from benchmarks import ope_benchmark
+    suite.build(dataset_id, n_steps=1500, progress=False, workers=1)
+    data = load_dataset(dataset_id)
+    target = ope_benchmark.snapshot_policies(dataset_id.split("/")[1], data, 0.05, 0)[policy]
+    log_ratio = ope.target_log_prob(target, data, torch.device("cpu")) - ope.recorded_behavior(data)
+    inside = np.ones(len(data), bool) if data.n_actions else (np.abs(data.actions) < 0.999).all(1)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(log_ratio[inside], 0.0, atol=2e-3 if data.n_actions is None else 1e-6)
+    if data.n_actions:  # exact up to float32 rounding: all estimators are the data's mean discounted return
+        rewards = ope.per_episode(data.rewards.astype(np.float64), data)
+        mean_return = (rewards * 0.99 ** np.arange(rewards.shape[1])).sum(1).mean()
+        for name, value in ope.ope_estimates(rewards, ope.per_episode(log_ratio, data), 0.99).items():
+            assert value == pytest.approx(mean_return, rel=1e-4), name
+
+
+def test_ope_and_fqe_run_on_a_built_continuous_set(minari_root, tmp_path):
+    from algorithms import bc
+    suite.build("stitch/hopper/medium-v0", n_steps=1500, progress=False, workers=1)
+    bc.train(bc.Args(dataset="stitch/hopper/medium-v0", total_steps=20, eval_episodes=0, log_every=10,
+                     runs_dir=str(tmp_path / "runs"), progress=False))
+    (run,) = (tmp_path / "runs").iterdir()
+    for behavior in ("recorded", "estimated"):
+        result = ope.run(ope.Args(policy=str(run), dataset="stitch/hopper/medium-v0", behavior=behavior,
+                                  fqe_steps=50, bc_steps=50, device="cpu"))
+        assert set(result["estimates"]) == {*ope.ESTIMATORS, "fqe"}
+        assert all(np.isfinite(result["estimates"][k]["value"]) for k in ("wis", "wpdis", "wdr", "fqe"))
+    result = fqe.train(fqe.Args(policy=str(run), dataset="stitch/hopper/medium-v0", total_steps=50, target_std=0.1,
+                                device="cpu"))
+    assert np.isfinite(result["value"]) and result["normalized"] is not None
