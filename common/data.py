@@ -428,10 +428,13 @@ def load_behavior(data: Dataset) -> np.ndarray | None:
         n = len(ep.rewards)
         infos = ep.infos or {}
         found = [k for k in BEHAVIOR_KEYS if k in infos]
-        if not found:
-            return None
         if key is None:
+            if not found:
+                return None  # checked on the first episode: a dataset records them for every episode or none
             key = found[0]
+        elif key not in infos:
+            raise DatasetError(f"dataset {data.dataset_id!r}, episode {ep.id}: no infos[{key!r}], which the episodes "
+                               f"before it record")
         if n == 0:
             continue
         value = np.asarray(infos.get(key), dtype=np.float64)
