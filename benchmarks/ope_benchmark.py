@@ -98,8 +98,9 @@ class SACSnapshot(TargetPolicy):
         return suite.tanh_gaussian_log_prob(u, mu, log_std)
 
 
-def snapshot_policies(env_name: str, data, noise: float, keep: int | None) -> dict[str, TargetPolicy]:
-    """The suite's behaviour snapshots of `env_name` as target policies: name -> policy."""
+def snapshot_policies(env_name: str, data, noise: float, keep: int | None,
+                      device: torch.device = torch.device("cpu")) -> dict[str, TargetPolicy]:
+    """The suite's behaviour snapshots of `env_name` as target policies on `device`: name -> policy."""
     policy_dir = suite.ENVS[env_name].policy_dir
     manifest = suite.load_manifest(policy_dir)
     replay = sorted(manifest["replay"], key=lambda e: e["step"])
@@ -112,11 +113,12 @@ def snapshot_policies(env_name: str, data, noise: float, keep: int | None) -> di
     out = {}
     for name, file in files.items():
         if discrete:
-            module = Greedy(dqn.load_qnet(policy_dir / file)[0].eval())
+            module = Greedy(dqn.load_qnet(policy_dir / file)[0].eval()).to(device)
             out[name] = TargetPolicy(module, data.n_actions, noise)
         else:  # acting as in the data (noise unused)
-            out[name] = SACSnapshot(TanhMean(load_actor(policy_dir / file)[0]), None, 0.0,
-                                    torch.as_tensor(data.action_low), torch.as_tensor(data.action_high))
+            out[name] = SACSnapshot(TanhMean(load_actor(policy_dir / file)[0]).to(device), None, 0.0,
+                                    torch.as_tensor(data.action_low, device=device),
+                                    torch.as_tensor(data.action_high, device=device))
     return out
 
 
@@ -124,17 +126,18 @@ def snapshot_policies(env_name: str, data, noise: float, keep: int | None) -> di
 def true_value(target: TargetPolicy, env_spec, episodes: int, gamma: float, seed: int) -> dict:
     """Mean discounted and undiscounted return of `episodes` online episodes of `target` (reset seeds seed + i),
     run in lockstep."""
-    gen = torch.Generator().manual_seed(seed)
+    device = next(target.module.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
     envs = [make_env(env_spec) for _ in range(episodes)]
     obs = [flatten_obs(env.reset(seed=seed + i)[0]) for i, env in enumerate(envs)]
     disc, undisc, t = np.zeros(episodes), np.zeros(episodes), 0
     running = list(range(episodes))
     while running:
-        o = torch.as_tensor(np.stack([obs[i] for i in running]), dtype=torch.float32)
+        o = torch.as_tensor(np.stack([obs[i] for i in running]), dtype=torch.float32, device=device)
         if target.n_actions is not None:
-            actions = torch.multinomial(target.probs(o), 1, generator=gen)[:, 0].numpy()
+            actions = torch.multinomial(target.probs(o), 1, generator=gen)[:, 0].cpu().numpy()
         else:
-            actions = target.sample(o, gen).numpy()
+            actions = target.sample(o, gen).cpu().numpy()
         still = []
         for i, a in zip(running, actions):
             o2, r, term, trunc, _ = envs[i].step(int(a) if target.n_actions is not None else a)
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     discrete = data.n_actions is not None and np.issubdtype(data.actions.dtype, np.integer)
     noise = args.target_epsilon if discrete else args.target_std
-    policies = snapshot_policies(env_name, data, noise, args.snapshots)
+    policies = snapshot_policies(env_name, data, noise, args.snapshots, device)
     for run in args.runs:
         try:
             policies[Path(run).name] = load_target(run, data, noise, device)
