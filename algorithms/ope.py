@@ -139,10 +139,12 @@ def _normalized_weights(log_rho: np.ndarray) -> np.ndarray:
 
 
 def ope_estimates(rewards: np.ndarray, log_ratios: np.ndarray, gamma: float, q: np.ndarray | None = None,
-                  v: np.ndarray | None = None) -> dict[str, float]:
+                  v: np.ndarray | None = None, lengths: np.ndarray | None = None) -> dict[str, float]:
     """Every estimator of the module docstring. rewards, log_ratios = log pi(a|s) - log mu(a|s), q = Q(s_t, a_t),
-    v = V(s_t): [n, T], each 0 after the episode's end. q, v None: DR and WDR with Q = 0."""
+    v = V(s_t): [n, T], each 0 after the episode's end. q, v None: DR and WDR with Q = 0. lengths [n]: the episodes'
+    lengths, so that an overflowed (inf) rho adds nothing after its episode's end (inf * 0 would be nan)."""
     n, horizon = rewards.shape
+    live = np.ones((n, horizon), bool) if lengths is None else np.arange(horizon) < np.asarray(lengths)[:, None]
     q = np.zeros_like(rewards) if q is None else q
     v = np.zeros_like(rewards) if v is None else v
     disc = gamma ** np.arange(horizon)
@@ -157,9 +159,9 @@ def ope_estimates(rewards: np.ndarray, log_ratios: np.ndarray, gamma: float, q: 
         return {
             "is": float(np.mean(rho[:, -1] * returns)),
             "wis": float(np.sum(w_end * returns)) if w_end.sum() > 0 else float("nan"),
-            "pdis": float(np.mean((disc * rho * rewards).sum(1))),
+            "pdis": float(np.mean((disc * np.where(live, rho * rewards, 0.0)).sum(1))),
             "wpdis": float((disc * (w * rewards).sum(0)).sum()),
-            "dr": float(np.mean((disc * (rho * (rewards - q) + rho_prev * v)).sum(1))),
+            "dr": float(np.mean((disc * np.where(live, rho * (rewards - q) + rho_prev * v, 0.0)).sum(1))),
             "wdr": float((disc * (w * (rewards - q) + w_prev * v).sum(0)).sum()),
         }
 
@@ -285,7 +287,8 @@ def estimate(data: Dataset, target: TargetPolicy, log_mu: np.ndarray, args, devi
         model = fit_q(data, target, args, args.fqe_steps, device, log)
         q_flat, v_flat = model_values(model, target, data, device, args.seed)
         q, v = per_episode(q_flat, data), per_episode(v_flat, data)
-    values = ope_estimates(per_episode(data.rewards.astype(np.float64), data), log_ratio, args.gamma, q, v)
+    values = ope_estimates(per_episode(data.rewards.astype(np.float64), data), log_ratio, args.gamma, q, v,
+                           data.episode_lengths)
     if args.fqe_steps > 0:  # FQE itself: the model's V at the episodes' first states
         values["fqe"] = float(v_flat[data.episode_starts].mean())
     w_end = _normalized_weights(log_ratio.cumsum(1))[:, -1]

@@ -107,7 +107,15 @@ def test_estimators_match_hand_computed_values():
     assert est["wdr"] == pytest.approx(1.7 + 0.5 * 22 / 15)
 
 
-def test_on_policy_every_estimator_is_the_mean_return_and_dr_is_exact_with_the_true_q():
+def test_an_overflowing_ratio_is_inf_not_nan():
+    rewards = np.array([[1.0, 1.0], [1.0, 0.0]])
+    log_ratios = np.array([[0.0, 0.0], [800.0, 0.0]])  # rho = e^800 overflows; the second episode has one step
+    est = ope.ope_estimates(rewards, log_ratios, 0.9, lengths=np.array([2, 1]))
+    assert est["is"] == est["pdis"] == est["dr"] == np.inf
+    assert est["wis"] == pytest.approx(1.0) and est["wpdis"] == pytest.approx(1.0)  # all weight on episode 2
+
+
+def test_on_policy_every_estimator_is_the_mean_return():
     rng = np.random.default_rng(0)
     rewards = rng.normal(size=(6, 4))
     rewards[2, 3:] = 0.0
