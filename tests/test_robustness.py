@@ -380,7 +380,8 @@ def test_the_bad_input_page_quotes_messages_the_code_prints():
     import re
 
     sources = [*(ROOT / "common").glob("*.py"), ROOT / "algorithms" / "iql.py",
-               ROOT / "benchmarks" / "suite" / "build.py"]
+               ROOT / "benchmarks" / "suite" / "build.py", ROOT / "algorithms" / "ope.py",
+               ROOT / "algorithms" / "fqe.py"]
     code = "".join(p.read_text() for p in sources)
     code = re.sub(r"\"\s*\n\s*(\+\s*)?f?\"", "", code)  # "abc "\n  f"def" -> "abc def"
     page = (ROOT / "docs" / "bad_input.md").read_text()
