@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,9 @@ from common.checkpoints import load_checkpoint
 from common.data import DatasetError, load_dataset
 from common.online import OnlineEnv, online_seed
 from conftest import kill_at_call, make_dataset
-from test_resume import assert_same_state
+from test_resume import ROOT, assert_same_state
 
-SCRIPTS = ["cal_ql"]  # the scripts with an online phase
+SCRIPTS = ["cal_ql", "cql"]  # the scripts with an online phase
 
 
 def script(name: str):
@@ -99,8 +102,8 @@ def test_online_phase_appends_transitions_and_reports_along_env_steps(name, tiny
     online = result["online"]
     assert online["env_steps"] == 120 and online["episodes"]
     # the appended rows are the environment's transitions: per finished episode, their rewards sum to its return
-    rows = ckpt["online_buffer"]
-    assert rows["size"] == 120 and rows["rewards"].shape[0] == 120
+    rows = ckpt["online_buffer"] if "online_buffer" in ckpt else ckpt["buffer"]  # its own buffer, or the data's
+    assert rows["rewards"].shape[0] == 120 and rows["size"] == rows["rows_from"] + 120
     start = 0
     for e in online["episodes"]:
         assert float(rows["rewards"][start:start + e["length"]].double().sum()) == pytest.approx(e["return"])
@@ -195,3 +198,31 @@ def test_negative_online_steps_is_refused(name, tmp_path):
 
     with pytest.raises(ArgumentError, match="^--online-steps must be an integer >= 0"):
         script(name).train(args_for(name, "test/none-v0", tmp_path, online_steps=-5))
+
+
+BEFORE = "e5c8ce8"  # the last commit before the online phase: offline runs must not have changed since
+OFFLINE_FLAGS = ["--total-steps", "120", "--eval-every", "60", "--eval-episodes", "2", "--log-every", "30",
+                 "--batch-size", "32", "--hidden-dim", "32", "--checkpoint-every", "1000", "--no-progress"]
+
+
+@pytest.mark.parametrize("name", [s for s in SCRIPTS if s != "cal_ql"])  # cal_ql: test_cal_ql compares it with cql
+def test_offline_run_is_bit_identical_to_the_script_before_the_online_phase(name, tiny_hopper, minari_root,
+                                                                            tmp_path):
+    """The script (and common/) as they were at BEFORE, run with the same flags: the same checkpoint, bit for bit,
+    and the same evaluations. Skipped where the history is not there (a shallow clone)."""
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "common", f"algorithms/{name}.py"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"commit {BEFORE} is not in this checkout's history")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINARI_DATASETS_PATH": str(minari_root),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    for where, runs in ((old, tmp_path / "runs_old"), (ROOT, tmp_path / "runs_new")):
+        subprocess.run([sys.executable, str(where / "algorithms" / f"{name}.py"), "--dataset", tiny_hopper,
+                        "--runs-dir", str(runs), *OFFLINE_FLAGS], env=env, check=True, capture_output=True)
+    a, b = (load_checkpoint(only(tmp_path / d) / "checkpoint.pt") for d in ("runs_old", "runs_new"))
+    assert_same_state({k: v for k, v in a.items() if k != "args"}, {k: v for k, v in b.items() if k != "args"})
+    ra, rb = (json.loads((only(tmp_path / d) / "result.json").read_text()) for d in ("runs_old", "runs_new"))
+    assert ra["evals"] == rb["evals"] and ra["final_score"] == rb["final_score"]
