@@ -16,6 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -87,6 +90,31 @@ def test_online_env_episodes_regret_and_exact_replay(tiny_hopper):
     state["obs"] = state["obs"] + 1
     with pytest.raises(DatasetError, match="did not reach the saved observation"):
         OnlineEnv(data, seed=3, score=lambda r: None).load_state_dict(state)
+
+
+class LineGoal(gym.Env):
+    """x on a line from 0; the goal is x >= 1 (info["success"], as PointMaze reports it); 5 steps per episode."""
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = 0.0, 0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x, self.t = self.x + float(action[0]) * 0.5, self.t + 1
+        return np.array([self.x], np.float32), float(self.x >= 1), False, self.t >= 5, {"success": self.x >= 1}
+
+
+def test_regret_on_a_goal_task_is_corls_mean_of_failures():
+    gym.register("StitchLineGoal-v0", entry_point=LineGoal)
+    data = SimpleNamespace(env_spec=gym.spec("StitchLineGoal-v0"), dataset_id="test/line-v0")
+    env = OnlineEnv(data, seed=0, score=lambda r: 50.0)  # a score that would say 0.5 if it were used
+    for action in [1, 1, 0, 0, 0] + [-1] * 5 + [1] * 5:  # reaches the goal, fails, reaches it
+        env.step(np.array([action], np.float32))
+    assert [e["success"] for e in env.finished] == [1.0, 0.0, 1.0]
+    assert env.regret() == pytest.approx(1 / 3)
 
 
 # ----------------------------------------------------------------------------------------------
