@@ -256,3 +256,21 @@ def test_offline_run_is_bit_identical_to_the_script_before_the_online_phase(name
     assert_same_state({k: v for k, v in a.items() if k != "args"}, {k: v for k, v in b.items() if k != "args"})
     ra, rb = (json.loads((only(tmp_path / d) / "result.json").read_text()) for d in ("runs_old", "runs_new"))
     assert ra["evals"] == rb["evals"] and ra["final_score"] == rb["final_score"]
+
+
+def test_resumed_between_the_updates_of_one_env_step_matches_an_uninterrupted_run(tiny_hopper, tmp_path, monkeypatch):
+    """--utd-ratio 2, checkpoint at update 125: after the environment step of update 124 and one of its two updates."""
+    flags = dict(online_steps=60, utd_ratio=2, checkpoint_every=25)
+    clean = script("cal_ql").train(args_for("cal_ql", tiny_hopper, tmp_path / "clean", **flags))
+    real_step = common.online.OnlineEnv.step
+    kill_at_call(monkeypatch, common.online.OnlineEnv, "step", 20)  # the env step of update 138
+    with pytest.raises(KeyboardInterrupt):
+        script("cal_ql").train(args_for("cal_ql", tiny_hopper, tmp_path / "killed", **flags))
+    monkeypatch.setattr(common.online.OnlineEnv, "step", real_step)
+    run = only(tmp_path / "killed")
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 125
+    resumed = script("cal_ql").train(script("cal_ql").Args(resume=str(run), progress=False))
+    a, b = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(only(tmp_path / "clean") / "checkpoint.pt")
+    assert a["step"] == 100 + 120
+    assert_same_state({k: v for k, v in a.items() if k != "args"}, {k: v for k, v in b.items() if k != "args"})
+    assert resumed["evals"] == clean["evals"] and resumed["online"] == clean["online"]
