@@ -16,7 +16,8 @@ was in (checked against the saved observation), and a resumed run goes on exactl
 
 Regret, as CORL's fine-tuning scripts report it (`train/regret`): the mean over the online phase's finished
 training episodes of 1 - success. On goal tasks success is whether the episode reached the goal (the environment's
-`success` or `goal_achieved` info, as CORL's `is_goal_reached`); on dense-reward tasks, where CORL reports no
+`success` or `goal_achieved` info, as CORL's `is_goal_reached`; deviation: CORL also counts any positive reward as
+the goal where that info is missing, here such a task counts as dense). On dense-reward tasks, where CORL reports no
 regret, success is the episode's normalized score / 100 clipped to [0, 1] (this project's extension), and without
 reference scores there is no regret (None).
 """
