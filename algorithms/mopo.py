@@ -576,7 +576,7 @@ def rollout(step_fn: Callable, act_fn: Callable, done_fn: Callable, start_obs: t
         obs = next_obs[~done]
     obs, act, rew, next_obs, done, raw, unc = (torch.cat(x) for x in zip(*parts))
     rollout_metrics = {"rollout_length": len(rew) / len(start_obs), "model_reward": raw.mean().item(),
-                       "penalty": unc.mean().item()}
+                       "model_uncertainty": unc.mean().item()}
     return {"obs": obs, "act": act, "rew": rew, "next_obs": next_obs, "done": done}, rollout_metrics
 
 
