@@ -695,17 +695,18 @@ def train(args: Args) -> dict:
             next_act, next_logp = sample_actions(mean[B:], log_std[B:])
             next_q = q_target(next_obs, next_act).min(0).values - alpha * next_logp  # soft backup
             target = rew + args.gamma * (1.0 - done) * next_q
-        q_data = q(obs, act)
-        q_loss = td_loss(q_data, target).sum()
         pi_loss = sac_actor_loss(new_logp, q(obs, new_act).min(0).values, alpha)
-        a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
-
         pi_opt.zero_grad(set_to_none=True)
         pi_loss.backward()  # also leaves gradients on Q's weights; q_opt.zero_grad discards them
         pi_opt.step()
+        a_loss = alpha_loss(log_alpha, new_logp, target_entropy)
         alpha_opt.zero_grad(set_to_none=True)
         a_loss.backward()
         alpha_opt.step()
+        # Each loss is formed just before its backward (a compiled update backpropagates each graph once); the
+        # critics' loss reads nothing the two steps above changed: Q, and the target drawn before them.
+        q_data = q(obs, act)
+        q_loss = td_loss(q_data, target).sum()
         q_opt.zero_grad(set_to_none=True)
         q_loss.backward()
         q_opt.step()
