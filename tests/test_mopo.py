@@ -14,7 +14,7 @@ import torch
 
 import algorithms.mopo as mopo
 from common.checkpoints import CheckpointError, load_checkpoint
-from common.data import DatasetError
+from common.data import DatasetError, load_dataset
 from conftest import check_bad_flag, check_finished_run, make_dataset
 
 LN2 = math.log(2.0)
@@ -315,6 +315,17 @@ def test_dynamics_path_reuses_a_model_and_the_run_is_the_same(tiny_hopper, tmp_p
     with pytest.raises(CheckpointError, match="does not fit this run: ensemble_size 7 \\(this run: 5\\)"):
         mopo.train(mopo.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "c"), dynamics_path=str(first_dir),
                              **(small | dict(ensemble_size=5))))
+
+
+def test_dynamics_speed_benchmark_writes_its_figures(tiny_hopper, tmp_path):
+    from benchmarks import dynamics_speed
+
+    out = tmp_path / "speed.json"
+    record = dynamics_speed.main(dynamics_speed.Args(dataset=tiny_hopper, out=str(out), max_dynamics_epochs=3))
+    assert json.loads(out.read_text()) == record
+    assert record["epochs"] == 3 and not record["early_stopped"] and record["transitions"] == len(
+        load_dataset(tiny_hopper))
+    assert record["seconds"] > 0 and len(record["holdout_mse"]) == 7 and len(record["elites"]) == 5
 
 
 # ----------------------------------------------------------------------------------------------
