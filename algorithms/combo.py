@@ -520,9 +520,11 @@ def load_dynamics(path: str | Path, model: EnsembleDynamics, args) -> dict:
     return json.loads(state["info"])
 
 
-def dynamics_model(data, args, device: torch.device, run_dir: Path, resuming: bool) -> EnsembleDynamics:
+def dynamics_model(data, buffer: Buffer, args, device: torch.device, run_dir: Path,
+                   resuming: bool) -> EnsembleDynamics:
     """The run's dynamics model: its own saved one (resume), the one --dynamics-path names, or a new one trained
-    now and saved in the run folder. Initialized and trained from its own generator (detail 3)."""
+    now on the buffer's transitions (actions in [-1, 1], as the agent's) and saved in the run folder. Initialized
+    and trained from its own generator (mopo.py's detail 3)."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(args.seed)
         model = EnsembleDynamics(data.obs_dim, data.act_dim, args.dynamics_hidden_dim, args.ensemble_size,
@@ -535,9 +537,15 @@ def dynamics_model(data, args, device: torch.device, run_dir: Path, resuming: bo
     else:
         generator = torch.Generator().manual_seed(args.seed)
         records = []
-        actions = Buffer.from_dataset(data).actions[:len(data)].numpy()  # in [-1, 1], as the agent sees them
-        info = train_dynamics(model, data.observations, actions, data.next_observations, data.rewards, args,
-                              generator, device, log=records.append)
+
+        def log(record: dict) -> None:
+            records.append(record)
+            if args.progress:  # a large dataset takes minutes per epoch: show each
+                best = sorted(record["holdout_mse"])[:args.num_elites]
+                print(f"dynamics epoch {record['epoch']}: train loss {record['train_loss']:.4g}, holdout MSE of the "
+                      f"best {len(best)} {np.mean(best):.4g}", file=sys.stderr, flush=True)
+        info = train_dynamics(model, data.observations, buffer.actions[:len(buffer)].cpu().numpy(),
+                              data.next_observations, data.rewards, args, generator, device, log=log)
         (run_dir / "dynamics.json").write_text(json.dumps({**info, "epochs_log": records}) + "\n")
         print(f"dynamics: {info['epochs']} epochs in {info['seconds']:.1f} s; holdout MSE per member "
               f"{[round(m, 5) for m in info['holdout_mse']]}, elites {info['elites']}", file=sys.stderr, flush=True)
@@ -587,10 +595,11 @@ class ModelBuffer:
         self.generator.manual_seed(seed + 1)
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
+        batch = {k: v[-self.capacity:] for k, v in batch.items()}  # more than it holds: the newest
         n = len(batch["rew"])
         idx = (self.insert + torch.arange(n, device=self.size_t.device)) % self.capacity
         for k in self.KEYS:
-            self.data[k][idx] = batch[k][-self.capacity:] if n > self.capacity else batch[k]
+            self.data[k][idx] = batch[k]
         self.insert = (self.insert + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         self.size_t.fill_(self.size)
@@ -664,7 +673,7 @@ def train(args: Args) -> dict:
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("combo", args.dataset, args.seed)
     run = Run(run_dir, args, "combo", args.total_steps, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
-    dynamics = dynamics_model(data, args, device, run_dir, resuming=state is not None)
+    dynamics = dynamics_model(data, buffer, args, device, run_dir, resuming=state is not None)
 
     def model_rollout() -> dict[str, float]:
         """Rollouts of the current policy in the model from rollout_batch dataset states, into the model buffer."""
