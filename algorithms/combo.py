@@ -124,7 +124,7 @@ class Args:
     """Rollouts the model buffer holds (its capacity is rollout_batch x rollout_length x this)."""
     real_ratio: float = 0.5
     """Fraction f of each minibatch drawn from the dataset; the rest from the model buffer."""
-    termination: Literal["auto", "hopper", "walker2d", "halfcheetah", "never"] = "auto"
+    termination: Literal["auto", "hopper", "walker2d", "halfcheetah", "invertedpendulum", "never"] = "auto"
     """Termination function of model rollouts: auto (from the dataset's environment), a task's, or never."""
     ensemble_size: int = 7
     """Members of the dynamics ensemble."""
@@ -230,13 +230,19 @@ def walker2d_done(next_obs: torch.Tensor) -> torch.Tensor:
     return ~((height > 0.8) & (height < 2.0) & (angle > -1.0) & (angle < 1.0))
 
 
+def inverted_pendulum_done(next_obs: torch.Tensor) -> torch.Tensor:
+    """InvertedPendulum (not the authors'; Gymnasium's own rule): healthy while finite and |angle| <= 0.2."""
+    return ~(torch.isfinite(next_obs).all(-1) & (next_obs[:, 1].abs() <= 0.2))
+
+
 def never_done(next_obs: torch.Tensor) -> torch.Tensor:
     """HalfCheetah (and --termination never): no state is terminal."""
     return torch.zeros(next_obs.shape[0], dtype=torch.bool, device=next_obs.device)
 
 
 TERMINATION: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "hopper": hopper_done, "walker2d": walker2d_done, "halfcheetah": never_done, "never": never_done}
+    "hopper": hopper_done, "walker2d": walker2d_done, "halfcheetah": never_done,
+    "invertedpendulum": inverted_pendulum_done, "never": never_done}
 
 
 def termination_function(data, how: str, algo: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -248,10 +254,10 @@ def termination_function(data, how: str, algo: str) -> Callable[[torch.Tensor], 
               f"(--termination names a task's termination function)", file=sys.stderr, flush=True)
         return never_done
     task = data.env_spec.id.split("-")[0].lower()
-    if task not in ("hopper", "walker2d", "halfcheetah"):
+    if task not in TERMINATION or task == "never":
         raise DatasetError(f"dataset {data.dataset_id!r}: {algo}.py has no termination function for its environment "
-                           f"{data.env_spec.id} (it has hopper, walker2d, halfcheetah; --termination never "
-                           f"rolls out without one)")
+                           f"{data.env_spec.id} (it has hopper, walker2d, halfcheetah, invertedpendulum; "
+                           f"--termination never rolls out without one)")
     return TERMINATION[task]
 
 

@@ -228,6 +228,8 @@ def test_termination_functions_are_the_authors():
     walk = torch.tensor([[1.0, 0.5], [0.8, 0.0], [2.0, 0.0], [1.5, -1.0], [1.9, 0.99]])
     assert mopo.walker2d_done(walk).tolist() == [False, True, True, True, False]
     assert mopo.never_done(walk).tolist() == [False] * 5
+    pend = torch.tensor([[0.0, 0.2, 0.0, 0.0], [0.0, -0.21, 0.0, 0.0], [float("inf"), 0.0, 0.0, 0.0]])
+    assert mopo.inverted_pendulum_done(pend).tolist() == [False, True, True]
 
 
 def test_model_buffer_is_first_in_first_out_and_samples_what_it_holds():
@@ -334,7 +336,8 @@ def test_dynamics_speed_benchmark_writes_its_figures(tiny_hopper, tmp_path):
 def test_an_environment_without_a_termination_function_is_one_line(minari_root, tmp_path):
     make_dataset("test/pendulum/tiny-v0", env_id="Pendulum-v1", episodes=2, max_steps=20, ref_scores=None)
     with pytest.raises(DatasetError, match=r"mopo.py has no termination function for its environment Pendulum-v1 "
-                                           r"\(it has hopper, walker2d, halfcheetah; --termination never"):
+                                           r"\(it has hopper, walker2d, halfcheetah, invertedpendulum; "
+                                           r"--termination never"):
         mopo.train(mopo.Args(dataset="test/pendulum/tiny-v0", runs_dir=str(tmp_path / "runs"), **TINY))
     assert not (tmp_path / "runs").exists()  # refused before the run folder is made
     # and with --termination never it trains
