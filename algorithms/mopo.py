@@ -50,7 +50,8 @@ Implementation details (all from the authors' code unless marked "deviation"):
  5. Termination functions are the authors' hard-coded ones (`mopo/static/`): hopper terminal unless height > 0.7,
     |angle| < 0.2, every later observation entry below 100 and all finite (deviation: |x| < 100, as the
     environment checks; the authors' `np.abs(x < 100)` checks x < 100); walker2d terminal unless
-    0.8 < height < 2 and -1 < angle < 1; halfcheetah never terminal. They are picked from the dataset's
+    0.8 < height < 2 and -1 < angle < 1; halfcheetah never terminal. Added here (not the authors'):
+    InvertedPendulum's, Gymnasium's rule (terminal unless finite and |angle| <= 0.2). They are picked from the dataset's
     environment (`--termination auto`); an environment without one is an error (name one with
     `--termination`). Deviation: a dataset that records no environment (logged data) trains with
     `--termination never` unless told otherwise, and says so.
