@@ -479,8 +479,9 @@ def train_dynamics(model: EnsembleDynamics, obs: np.ndarray, act: np.ndarray, ne
         if improved.any():
             best = torch.where(improved, mse, best)
             state = model.state_dict()
+            mask = improved.to(device)
             for layer in (k for k in state if k.startswith("net.")):
-                best_state[layer][improved] = state[layer][improved].clone()
+                best_state[layer][mask] = state[layer][mask].clone()
             since_update = 0
         else:
             since_update += 1
