@@ -86,8 +86,10 @@ OVERRIDES = {
 # 456, 127, 264, 122, 223, 129, 1000, 1000; policy lr 1e-4 and CQL-Lagrange swing alike). Its test asks that an
 # evaluation after the behaviour-cloning warm-up (which alone returns about 700 here) clears the threshold:
 # with the conservative term's sign flipped the best of those was 64, with the actor loss's flipped 2.
-# COMBO swings like CQL (2026-12-07, seed 0, every 1000 updates: 65, 381, 1000, 301, 1000); its test asks the same
-# of the best evaluation. Whether a flipped conservative term fails it has not been checked yet.
+# COMBO swings like CQL (2026-12-07, seed 0, every 1000 updates: 56, 389, 1000, 290, 1000); its test asks the same
+# of the best evaluation. It does not catch a flipped conservative term (flipped: 16, 93, 146, 141, 1000): the
+# model's rollouts, cut where the pole falls, leave little for conservatism to correct on this task; that term's
+# sign is checked by hand in tests/test_combo.py.
 EVAL_EVERY = {"cql": 1000, "combo": 1000}
 
 
