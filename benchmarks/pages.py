@@ -70,6 +70,7 @@ FAMILIES = {
     "awr": "weighted regression", "awac": "weighted regression", "crr": "weighted regression",
     "onestep": "one-step",
     "cal_ql": "offline-to-online",
+    "mopo": "model-based", "combo": "model-based",
 }
 VENUES = r"NeurIPS|ICLR|ICML|CoRL|AAAI|IJCAI|AISTATS|UAI|JMLR|TMLR|Nature|Science|L4DC"
 

@@ -69,6 +69,14 @@ OVERRIDES = {
     # BEAR: a small VAE, and a 2,000-update warm start (the authors' 40k would fill the whole 10k budget)
     "bear": dict(vae_hidden_dim=64, bc_steps=2000),
     "brac": dict(actor_hidden_dim=64),  # its phases keep the authors' proportions of the 10k (3,750 : 250 : 6,000)
+    # Model-based: a small dynamics ensemble (7 x 4 x 64; it early-stops after about 30 epochs, ~30 s) and rollouts
+    # from 5,000 states (the authors' 50,000 fill the CPU budget); the rollouts stop where Gymnasium's rule says the
+    # pole fell. 2026-12-07, seed 0: MOPO returned 1000 from update 3,000 on (dynamics 27 epochs, 109 s in all).
+    "mopo": dict(dynamics_hidden_dim=64, max_dynamics_epochs=50, rollout_batch=5000),
+    # COMBO: the same model settings, 3 action samples of each kind and 5,000 updates (its critic step, 1 + 3N
+    # actions per state through both critics, is the CPU budget's bottleneck).
+    "combo": dict(dynamics_hidden_dim=64, max_dynamics_epochs=50, rollout_batch=5000, num_action_samples=3,
+                  total_steps=5000),
 }
 
 
@@ -78,7 +86,11 @@ OVERRIDES = {
 # 456, 127, 264, 122, 223, 129, 1000, 1000; policy lr 1e-4 and CQL-Lagrange swing alike). Its test asks that an
 # evaluation after the behaviour-cloning warm-up (which alone returns about 700 here) clears the threshold:
 # with the conservative term's sign flipped the best of those was 64, with the actor loss's flipped 2.
-EVAL_EVERY = {"cql": 1000}
+# COMBO swings like CQL (2026-12-07, seed 0, every 1000 updates: 56, 389, 1000, 290, 1000); its test asks the same
+# of the best evaluation. It does not catch a flipped conservative term (flipped: 16, 93, 146, 141, 1000): the
+# model's rollouts, cut where the pole falls, leave little for conservatism to correct on this task; that term's
+# sign is checked by hand in tests/test_combo.py.
+EVAL_EVERY = {"cql": 1000, "combo": 1000}
 
 
 # Known failures, kept visible: strict, so the test fails the day the script passes (and the mark must go).
@@ -98,12 +110,13 @@ def test_beats_behaviour(algo, pendulum_data, tmp_path):
     dataset, behaviour_return = pendulum_data
     module = importlib.import_module(algo)
     eval_every = EVAL_EVERY.get(algo, STEPS)
-    args = module.Args(dataset=dataset, total_steps=STEPS, eval_every=eval_every, eval_episodes=10, log_every=1000,
-                       checkpoint_every=STEPS, hidden_dim=64, runs_dir=str(tmp_path), progress=False,
-                       **OVERRIDES[algo])
+    args = module.Args(**(dict(dataset=dataset, total_steps=STEPS, eval_every=eval_every, eval_episodes=10,
+                               log_every=1000, checkpoint_every=STEPS, hidden_dim=64, runs_dir=str(tmp_path),
+                               progress=False) | OVERRIDES[algo]))
     result = module.train(args)
     threshold = behaviour_return + 0.4 * (BEST_RETURN - behaviour_return)
-    reached = (max(e["return"] for e in result["evals"] if e["step"] > args.bc_steps) if algo in EVAL_EVERY
+    reached = (max(e["return"] for e in result["evals"] if e["step"] > getattr(args, "bc_steps", 0))
+               if algo in EVAL_EVERY
                else result["final_return"])
     print(json.dumps({"algo": algo, "behaviour": behaviour_return, "threshold": threshold,
                       "final_return": result["final_return"], "evals": [e["return"] for e in result["evals"]]}))

@@ -30,7 +30,7 @@ from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ["iql", "bc", "td3_bc", "cql", "cal_ql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear",
-         "brac"]
+         "brac", "mopo", "combo"]
 DISCRETE_ALGOS = ["bc_discrete", "bcq_discrete", "cql_discrete", "spibb"]  # on a discrete dataset (tiny_cartpole)
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
