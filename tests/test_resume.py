@@ -29,7 +29,8 @@ import tyro
 from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac"]
+ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac",
+         "dt"]
 DISCRETE_ALGOS = ["bc_discrete", "bcq_discrete", "cql_discrete", "spibb"]  # on a discrete dataset (tiny_cartpole)
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
