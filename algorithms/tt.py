@@ -44,7 +44,10 @@ Implementation details (from the authors' code, config/offline.py, trajectory/..
     Deviation: sampling uses a generator seeded with --seed at each new set of episodes (the authors use torch's
     global one), so an evaluation, and load_policy's replay of it, is repeatable. The time planning takes per
     environment step is logged at every evaluation (`plan_s_per_step` in metrics.jsonl; in result.json the mean
-    over the evaluations the finishing process ran, with the device).
+    over the evaluations the finishing process ran, with the device). Planning costs H x T forward passes over
+    (episodes x beam_width x n_expand) sequences per environment step, without a key-value cache: at the defaults
+    that is minutes per step on a CPU (hopper, an untrained model, a busy 2-core machine: 200-300 s); use a GPU, or
+    a smaller --beam-width and --horizon.
  8. Deviation: the score is the final evaluation's, with 10 episodes (the authors: 15 seeds x 1 episode).
 
 Usage:
