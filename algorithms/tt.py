@@ -200,9 +200,9 @@ def values_after(rewards: np.ndarray, starts: np.ndarray, lengths: np.ndarray, g
     """V_t = sum_{k >= 1} gamma^(k-1) r_(t+k) within each trajectory (0 for its last transition): [n] float64."""
     r = np.asarray(rewards, np.float64)
     v = np.zeros_like(r)
-    for s, n in zip(starts, lengths):  # backwards: V_t = r_(t+1) + gamma V_(t+1)
-        for t in range(s + n - 2, s - 1, -1):
-            v[t] = r[t + 1] + gamma * v[t + 1]
+    for k in range(int(lengths.max()) - 2, -1, -1):  # backwards in time, all trajectories at once
+        t = starts[lengths > k + 1] + k
+        v[t] = r[t + 1] + gamma * v[t + 1]  # V_t = r_(t+1) + gamma V_(t+1)
     return v
 
 

@@ -57,6 +57,12 @@ def test_values_after_restart_at_trajectory_ends():
     starts, lengths = tt.trajectory_bounds(np.array([0, 0, 1, 0, 0]), np.array([0, 0, 0, 0, 1]), np.array([0]), 5)
     assert starts.tolist() == [0, 3] and lengths.tolist() == [3, 2]
     np.testing.assert_allclose(tt.values_after(rewards, starts, lengths, 0.5), [2 + 0.5 * 4, 4, 0, 16, 0])
+    # trajectories of mixed lengths against the sum written out
+    r = np.random.default_rng(0).normal(size=20)
+    starts, lengths = np.array([0, 3, 4, 11]), np.array([3, 1, 7, 9])
+    by_sum = [sum(0.9 ** (k - 1) * r[t + k] for k in range(1, s + n - t)) for s, n in zip(starts, lengths)
+              for t in range(s, s + n)]
+    np.testing.assert_allclose(tt.values_after(r, starts, lengths, 0.9), by_sum)
 
 
 def test_top_cdf_keeps_the_most_likely_tokens_holding_the_probability():
