@@ -54,7 +54,9 @@ bear/examples/bear_hdf5_d4rl.py, unless marked "deviation"):
     2 |A|, log sigma clamped to [-4, 15]. The critic ensemble is one batched module (weights [E, in, out]).
  8. Deviation: acting samples 100 actions per state and takes the best by Q_1 like the authors' evaluation, but
     the 100 Gaussian noises are drawn once from `--seed` (their own generator) and reused for every state, so an
-    evaluation, and `load_policy` of the run folder, replay exactly.
+    evaluation, and `load_policy` of the run folder, replay exactly. (Either way, where Q_1 still rises
+    monotonically in the action, as an early critic's can, the best of 100 lies about 2.5 policy standard
+    deviations from the policy's mean on that side: a constant offset in the action.)
  9. Deviation: evaluation runs 10 episodes every 5,000 updates (the authors': 5,000 evaluation steps every 1,000
     updates), 1M updates in all (theirs: up to 3,000 epochs of 1,000), and the score is the final evaluation.
     No reward scaling and no observation normalization, as the authors.
