@@ -95,10 +95,15 @@ EVAL_EVERY = {"cql": 1000, "combo": 1000}
 
 # Known failures, kept visible: strict, so the test fails the day the script passes (and the mark must go).
 KNOWN_FAILURES = {
-    # 2026-12-04, first run: BEAR's final policy returns 3 (it falls at once) against the behaviour's 159; BRAC, with
-    # the same data and budget, returns 1000. Not investigated yet (BCQ's hopper runs also collapse after ~35k
-    # updates; see the results page).
-    "bear": pytest.mark.xfail(strict=True, reason="BEAR does not learn this task yet (return 3 vs behaviour 159)"),
+    # 2026-12-04: BEAR returned 3 against the behaviour's 159 (BRAC, same data and budget: 1000). 2026-12-07,
+    # investigated: the then-default Gaussian kernel (sigma 20) let the policy's mean sit ~0.45 off the data; the
+    # authors' D4RL Laplacian (sigma 20), now the default, holds it: 212 (threshold 495). What remains is the task:
+    # the behaviour's controller has no cart-position term, so a constant action offset of 0.01 (of [-1, 1]) runs
+    # the cart into the rail (return ~600; 0.02: ~260). At 10k updates BEAR's VAE is itself off by up to ~0.015,
+    # and its acting (best of 100 policy samples by Q_1, as the authors) adds 0.02-0.03, the critic being still
+    # monotone in the action (the policy's own mean returns 1000, 380, 300 in seeds 0, 1, 2). MMD estimator,
+    # multiplier, actor loss, warm start, target and pre-tanh samples match the authors' code.
+    "bear": pytest.mark.xfail(strict=True, reason="BEAR does not learn this task yet (return 212 vs threshold 495)"),
 }
 
 
