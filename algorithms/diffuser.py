@@ -109,7 +109,7 @@ class Args:
     """Trajectory windows per update (the authors' 32 x 2 accumulated gradients)."""
     hidden_dim: int = 32
     """Channels of the U-Net's first level (the paper's dim); a multiple of 8 (GroupNorm's groups)."""
-    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    dim_mults: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
     """Channel multipliers of the U-Net's levels (and the value network's); one downsampling between levels."""
     horizon: int = 32
     """Planning horizon H: steps per trajectory; divisible by 2^(levels - 1)."""
@@ -281,7 +281,7 @@ def downsample(c: int) -> nn.Conv1d:
 class TemporalUnet(nn.Module):
     """f_theta(tau^i, i) -> the predicted clean trajectory tau^0: [B, H, D] -> [B, H, D] (D = |A| + |S|)."""
 
-    def __init__(self, transition_dim: int, dim: int, dim_mults: tuple[int, ...]):
+    def __init__(self, transition_dim: int, dim: int, dim_mults: list[int]):
         super().__init__()
         widths = [transition_dim, *(dim * m for m in dim_mults)]
         pairs = list(zip(widths[:-1], widths[1:]))
@@ -311,7 +311,7 @@ class ValueFunction(nn.Module):
     """J_phi(tau^i, i): [B, H, D] -> [B], the U-Net's down half (a downsampling after every level), two residual
     blocks of 1/2 and 1/4 the last width (each followed by a downsampling), then an MLP on [features, time]."""
 
-    def __init__(self, transition_dim: int, horizon: int, dim: int, dim_mults: tuple[int, ...]):
+    def __init__(self, transition_dim: int, horizon: int, dim: int, dim_mults: list[int]):
         super().__init__()
         widths = [transition_dim, *(dim * m for m in dim_mults)]
         layers: list[nn.Module] = []

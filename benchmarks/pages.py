@@ -69,6 +69,7 @@ FAMILIES = {
     "iql": "in-sample value", "sql": "in-sample value", "eql": "in-sample value", "xql": "in-sample value",
     "awr": "weighted regression", "awac": "weighted regression", "crr": "weighted regression",
     "onestep": "one-step",
+    "diffuser": "sequence model",
 }
 VENUES = r"NeurIPS|ICLR|ICML|CoRL|AAAI|IJCAI|AISTATS|UAI|JMLR|TMLR|Nature|Science|L4DC"
 

@@ -29,7 +29,8 @@ import tyro
 from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac"]
+ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac",
+         "diffuser"]
 DISCRETE_ALGOS = ["bc_discrete", "bcq_discrete", "cql_discrete", "spibb"]  # on a discrete dataset (tiny_cartpole)
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
@@ -48,9 +49,15 @@ def command(algo: str, *flags: str) -> list[str]:
     return [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), *flags]
 
 
+# A planner at the paper's sizes (Diffuser: a U-Net of 4 levels over 32 steps, 20 denoising steps, 64 plans per state)
+# takes seconds per environment step on a CPU: these scripts' tests run at small sizes, with flags of their own.
+SMALL_FLAGS = {"diffuser": ["--dim-mults", "1", "2", "--horizon", "8", "--diffusion-steps", "4", "--plan-samples", "2"]}
+
+
 def first_run_flags(algo: str) -> list[str]:
-    """The shared flags, plus small networks where the script has `hidden_dim` (only to keep the test fast)."""
-    return COMMON + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else [])
+    """The shared flags, plus small networks where the script has `hidden_dim` and SMALL_FLAGS (only to keep the
+    test fast)."""
+    return COMMON + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else []) + SMALL_FLAGS.get(algo, [])
 
 
 def environment(minari_root: Path) -> dict:
