@@ -63,7 +63,7 @@ Implementation details (the authors' code and config/locomotion.py unless marked
 Usage:
     python algorithms/diffuser.py                                        # stitch/hopper/medium-replay-v0
     python algorithms/diffuser.py --dataset stitch/hopper/medium-expert-v0 --guide-scale 0.0001 --unguided-steps 4
-    python algorithms/diffuser.py --horizon 8 --dim-mults 1 2 --diffusion-steps 5 --plan-samples 8  # small, CPU
+    python algorithms/diffuser.py --horizon 8 --dim-mults 1 4 --diffusion-steps 5 --plan-samples 8  # small, CPU
     python algorithms/diffuser.py --resume runs/diffuser__stitch-hopper-medium-replay-v0__s0__20261207-120000
 """
 
@@ -178,11 +178,14 @@ def check_args(args: Args) -> None:
             "must be one or more positive integers", args.dim_mults)
     require(args.hidden_dim > 0 and args.hidden_dim % GROUPS == 0, "hidden_dim",
             f"must be a positive multiple of {GROUPS} (GroupNorm's groups)", args.hidden_dim)
-    require(args.hidden_dim * args.dim_mults[-1] % (4 * GROUPS) == 0, "dim_mults",
-            f"times --hidden-dim must end in a multiple of {4 * GROUPS} (the value network's last blocks have 1/4 "
-            f"of the last width, in {GROUPS} groups)", args.dim_mults)
     require(args.horizon >= 2 and args.horizon % 2 ** (levels - 1) == 0, "horizon",
             f"must be >= 2 and divisible by 2^(levels - 1) = {2 ** (levels - 1)}", args.horizon)
+    # the value network's last residual block: a quarter of the last width, after levels + 1 halvings of H
+    width, length = args.hidden_dim * args.dim_mults[-1] // 4, -(-args.horizon // 2 ** (levels + 1))
+    require(width % GROUPS == 0 and width // GROUPS * length >= 4, "dim_mults",
+            f"times --hidden-dim must end in a width whose quarter is a multiple of {GROUPS} and leaves GroupNorm 4 or "
+            f"more values per group in the value network's last block ({width // GROUPS} channels x {length} steps: "
+            f"fewer normalize to near-constants that pass no gradient)", args.dim_mults)
     require(args.diffusion_steps >= 1, "diffusion_steps", "must be a positive integer", args.diffusion_steps)
     require(args.action_weight >= 0, "action_weight", "must be >= 0", args.action_weight)
     require(args.value_steps >= 0, "value_steps", "must be >= 0", args.value_steps)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import ALGOS, DISCRETE_ALGOS, ROOT, args_fields, assert_same_state, only_run_dir, run_in_process
+from test_resume import (ALGOS, DISCRETE_ALGOS, ROOT, SMALL_FLAGS, args_fields, assert_same_state, only_run_dir,
+                         run_in_process)
 
 from torch._dynamo.utils import counters
 
@@ -37,7 +38,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def flags(algo: str, runs: Path, *extra: str) -> list[str]:
-    small = ["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []
+    small = (["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []) + SMALL_FLAGS.get(algo, [])
     dataset = "test/cartpole/tiny-v0" if algo in DISCRETE_ALGOS else "test/hopper/tiny-v0"
     return ["--dataset", dataset, "--seed", "1", "--total-steps", str(STEPS), "--eval-every",
             str(STEPS), "--eval-episodes", "0", "--log-every", "5", "--checkpoint-every", str(STEPS),

@@ -14,8 +14,8 @@ from algorithms import diffuser
 from common.data import Dataset, DatasetError
 from conftest import check_bad_flag, check_finished_run
 
-# small sizes for CPU tests: 2 levels of 16 and 32 channels, H = 8, T = 4
-TINY = dict(hidden_dim=16, dim_mults=[1, 2], horizon=8, diffusion_steps=4, plan_samples=3)
+# small sizes for CPU tests: 2 levels of 16 and 128 channels, H = 8, T = 4
+TINY = dict(hidden_dim=16, dim_mults=[1, 8], horizon=8, diffusion_steps=4, plan_samples=3)
 A, S = 2, 3  # action and state dimensions of the hand-made trajectories
 
 
@@ -222,6 +222,7 @@ def test_train_smoke(tiny_hopper, tmp_path):
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", -1, "--batch-size"), ("hidden_dim", 12, "--hidden-dim"), ("hidden_dim", 0, "--hidden-dim"),
     ("dim_mults", [], "--dim-mults"), ("dim_mults", [1, 0], "--dim-mults"),
+    ("dim_mults", [1, 1, 1, 1], "--dim-mults"),
     ("horizon", 30, "--horizon"), ("horizon", 1, "--horizon"), ("diffusion_steps", 0, "--diffusion-steps"),
     ("gamma", 1.0, "--gamma"), ("ema_decay", 1.0, "--ema-decay"), ("guide_scale", -0.1, "--guide-scale"),
     ("plan_samples", 0, "--plan-samples"), ("value_steps", -1, "--value-steps"), ("actor_lr", 0.0, "--actor-lr"),

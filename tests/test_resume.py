@@ -51,7 +51,7 @@ def command(algo: str, *flags: str) -> list[str]:
 
 # A planner at the paper's sizes (Diffuser: a U-Net of 4 levels over 32 steps, 20 denoising steps, 64 plans per state)
 # takes seconds per environment step on a CPU: these scripts' tests run at small sizes, with flags of their own.
-SMALL_FLAGS = {"diffuser": ["--dim-mults", "1", "2", "--horizon", "8", "--diffusion-steps", "4", "--plan-samples", "2"]}
+SMALL_FLAGS = {"diffuser": ["--dim-mults", "1", "8", "--horizon", "8", "--diffusion-steps", "4", "--plan-samples", "2"]}
 
 
 def first_run_flags(algo: str) -> list[str]:
