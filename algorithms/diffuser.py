@@ -251,9 +251,15 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.mish(self.norm(self.conv(x)))
 
-    def input_grad(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def forward_saved(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """forward(x), and what input_grad needs: (x, conv(x), norm(conv(x)))."""
         y = self.conv(x)
         z = self.norm(y)
+        return F.mish(z), (x, y, z)
+
+    def input_grad(self, saved: tuple, g: torch.Tensor) -> torch.Tensor:
+        """g^T d forward(x) / dx, from forward_saved's record of x."""
+        x, y, z = saved
         return conv_input_grad(self.conv, x, group_norm_input_grad(y, self.norm, g * mish_grad(z)))
 
 
@@ -271,9 +277,16 @@ class ResidualBlock(nn.Module):
         h = self.block1(x) + self.time(t_emb)[:, :, None]
         return self.block2(h) + self.residual(x)
 
-    def input_grad(self, x: torch.Tensor, t_emb: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        h = self.block1(x) + self.time(t_emb)[:, :, None]
-        gx = self.block1.input_grad(x, self.block2.input_grad(h, g))
+    def forward_saved(self, x: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """forward(x, t_emb), and what input_grad needs."""
+        h, saved1 = self.block1.forward_saved(x)
+        out, saved2 = self.block2.forward_saved(h + self.time(t_emb)[:, :, None])
+        return out + self.residual(x), (x, saved1, saved2)
+
+    def input_grad(self, saved: tuple, g: torch.Tensor) -> torch.Tensor:
+        """g^T d forward(x, t_emb) / dx (the time embedding held fixed), from forward_saved's record."""
+        x, saved1, saved2 = saved
+        gx = self.block1.input_grad(saved1, self.block2.input_grad(saved2, g))
         return gx + (conv_input_grad(self.residual, x, g) if isinstance(self.residual, nn.Conv1d) else g)
 
 
@@ -340,14 +353,14 @@ class ValueFunction(nn.Module):
     def input_grad(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """grad_tau J_phi(tau, i) for every trajectory of the batch: [B, H, D], by the chain rule layer by layer
         (what torch.autograd.grad(J.sum(), tau) computes; plain tensor operations, so the planner traces)."""
-        h, t_emb, inputs = x.transpose(1, 2), self.time(t), []
-        for layer in self.layers:
-            inputs.append(h)
-            h = layer(h, t_emb) if isinstance(layer, ResidualBlock) else layer(h)
+        h, t_emb, saved = x.transpose(1, 2), self.time(t), []
+        for layer in self.layers:  # the forward pass, keeping what each layer's input gradient needs
+            h, record = layer.forward_saved(h, t_emb) if isinstance(layer, ResidualBlock) else (layer(h), h)
+            saved.append(record)
         pre = self.fc1(torch.cat([h.flatten(1), t_emb], -1))
         g = ((self.fc2.weight * mish_grad(pre)) @ self.fc1.weight)[:, :h[0].numel()].reshape(h.shape)
-        for layer, inp in zip(reversed(self.layers), reversed(inputs)):
-            g = layer.input_grad(inp, t_emb, g) if isinstance(layer, ResidualBlock) else conv_input_grad(layer, inp, g)
+        for layer, record in zip(reversed(self.layers), reversed(saved)):  # back through them, last first
+            g = layer.input_grad(record, g) if isinstance(layer, ResidualBlock) else conv_input_grad(layer, record, g)
         return g.transpose(1, 2)
 
 
