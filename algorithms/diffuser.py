@@ -34,24 +34,27 @@ Implementation details (the authors' code and config/locomotion.py unless marked
     The loss weights every entry 1 and the first action 10 (action_weight; loss_discount 1).
  3. Observations and actions are z-scored per dimension with the data's mean and std (GaussianNormalizer; here
     with + 1e-6 on the std against constant dimensions). Actions are first mapped to [-1, 1] like every script.
- 4. Training windows start at every step of an episode but its last, up to (longest episode - H); windows that
-    run past an episode's end are padded with zero observations and actions (zeros before normalization), as
-    the authors' use_padding. Value targets: the discounted reward-to-go of the window's first step to the end
-    of its episode, -100 added to the last reward of an episode that terminated, not normalized.
+ 4. Training windows start at every step s < min(L - 1, L_max - H) of an episode of L steps (L_max: the longest
+    episode, 1000 in locomotion: the authors' max_path_length); windows that run past an episode's end are
+    padded with zero observations and actions (zeros before normalization), as the authors' use_padding.
+    Value targets: the discounted reward-to-go of the window's first step to the end of its episode, -100 added
+    to the last reward of an episode that terminated, not normalized.
  5. Value network: the U-Net's down half (every level downsamples), two more residual blocks with 1/2 and 1/4
     of the last width, each followed by a downsampling, then Linear -> Mish -> Linear on [features, time
     embedding]. gamma = 0.997: the value model the authors' plan config loads (the values config says 0.99).
  6. Adam 2e-4 for both networks. Batch 64 = the authors' 32 x 2 accumulated gradients (the same gradient).
     The diffusion model trains for 1M updates, the value network in the first 200k of them (the authors train
-    them as separate runs of those lengths). EMA of both networks' weights, decay 0.995, every 10 updates,
-    a plain copy for the first 2,000 updates; planning uses the EMA weights.
+    them as separate runs of those lengths), each on the same windows with its own noise levels i and noise.
+    EMA of both networks' weights, decay 0.995, every 10 updates, a plain copy for the first 2,000 updates;
+    planning uses the EMA weights.
  7. Guidance: scale alpha = 0.1, 2 gradient steps per denoising step, the gradient multiplied by the posterior
     variance Sigma_i (scale_grad_by_std), none for i < t_stopgrad = 2; 64 plans per state. The authors'
     overrides: hopper-medium-expert --guide-scale 0.0001 --unguided-steps 4; halfcheetah H = 4, widths
     x (1, 4, 8), scale 0.001, t_stopgrad 4, with attention (not implemented here).
  8. grad_tau J is written out layer by layer (Mish, GroupNorm, Conv1d and Linear input gradients) rather than
     taken with autograd, so that the whole planner is one traceable module of plain tensor operations
-    (benchmarks/export.py); tests/test_diffuser.py checks it against torch.autograd.grad.
+    (benchmarks/export.py); it reuses the forward pass's activations, as autograd would, and
+    tests/test_diffuser.py checks it against torch.autograd.grad.
  9. Deviation: acting is deterministic. The sampler's noise (tau^T and every z) is drawn once from `--seed`
     and reused at every step and for every state, so the policy is a function of the state (the authors draw
     fresh noise at each step). The plans are ranked by J of the final plan at i = 0 (the authors rank by the
@@ -122,7 +125,7 @@ class Args:
     critic_lr: float = 2e-4
     """Learning rate of the value network J."""
     value_steps: int = 200_000
-    """The value network J is trained in the first this-many updates (0: never, no guidance)."""
+    """The value network J is trained in the first this-many updates (0: never; needs --guide-scale 0)."""
     gamma: float = 0.997
     """Discount factor of the value targets J regresses to."""
     termination_penalty: float = -100.0
@@ -189,6 +192,8 @@ def check_args(args: Args) -> None:
     require(args.diffusion_steps >= 1, "diffusion_steps", "must be a positive integer", args.diffusion_steps)
     require(args.action_weight >= 0, "action_weight", "must be >= 0", args.action_weight)
     require(args.value_steps >= 0, "value_steps", "must be >= 0", args.value_steps)
+    require(args.value_steps > 0 or args.guide_scale == 0, "value_steps",
+            "must be positive while --guide-scale is not 0 (guidance follows a trained value network)")
     require(0.0 < args.ema_decay < 1.0, "ema_decay", "must be in (0, 1)", args.ema_decay)
     require(args.ema_every > 0, "ema_every", "must be a positive integer", args.ema_every)
     require(args.ema_start >= 0, "ema_start", "must be >= 0", args.ema_start)

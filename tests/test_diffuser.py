@@ -225,7 +225,8 @@ def test_train_smoke(tiny_hopper, tmp_path):
     ("dim_mults", [1, 1, 1, 1], "--dim-mults"),
     ("horizon", 30, "--horizon"), ("horizon", 1, "--horizon"), ("diffusion_steps", 0, "--diffusion-steps"),
     ("gamma", 1.0, "--gamma"), ("ema_decay", 1.0, "--ema-decay"), ("guide_scale", -0.1, "--guide-scale"),
-    ("plan_samples", 0, "--plan-samples"), ("value_steps", -1, "--value-steps"), ("actor_lr", 0.0, "--actor-lr"),
+    ("plan_samples", 0, "--plan-samples"), ("value_steps", -1, "--value-steps"),
+    ("value_steps", 0, "--value-steps"), ("actor_lr", 0.0, "--actor-lr"),
 ])
 def test_bad_flags_fail_at_start(field, value, flag, tmp_path):
     check_bad_flag(diffuser, field, value, flag, tmp_path)
