@@ -404,6 +404,13 @@ def condition(x: torch.Tensor, state: torch.Tensor, act_dim: int) -> torch.Tenso
     return x
 
 
+def loss_weights(horizon: int, act_dim: int, obs_dim: int, action_weight: float) -> torch.Tensor:
+    """w [H, |A| + |S|]: 1 everywhere but on the first action a_0, which weighs `action_weight`."""
+    weights = torch.ones(horizon, act_dim + obs_dim)
+    weights[0, :act_dim] = action_weight
+    return weights
+
+
 def diffusion_loss(x0_pred: torch.Tensor, x0: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """L(theta) = E[w * ||f_theta(tau^i, i) - tau^0||^2], the mean over batch, steps and dimensions; w [H, D]."""
     return (weights * (x0_pred - x0) ** 2).mean()
@@ -505,8 +512,7 @@ def train(args: Args) -> dict:
     schedule = Schedule(args.diffusion_steps).to(device)
     model_opt = adam(model.parameters(), args.actor_lr, device)
     value_opt = adam(value.parameters(), args.critic_lr, device)
-    weights = torch.ones(args.horizon, transition_dim, device=device)
-    weights[0, :act_dim] = args.action_weight
+    weights = loss_weights(args.horizon, act_dim, data.obs_dim, args.action_weight).to(device)
 
     step, evals = 0, []
     if state is not None:

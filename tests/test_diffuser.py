@@ -63,6 +63,30 @@ def test_schedule_is_monotone_and_its_posterior_is_consistent(steps):
 
 
 # ----------------------------------------------------------------------------------------------
+# Losses, by hand
+# ----------------------------------------------------------------------------------------------
+def test_diffusion_loss_weighs_the_first_action():
+    w = diffuser.loss_weights(horizon=2, act_dim=1, obs_dim=1, action_weight=10.0)
+    assert w.tolist() == [[10.0, 1.0], [1.0, 1.0]]
+    x0 = torch.zeros(1, 2, 2)
+    pred = torch.tensor([[[1.0, 2.0], [0.0, -1.0]]], requires_grad=True)
+    # mean(w (pred - x0)^2) = (10 * 1 + 1 * 4 + 0 + 1 * 1) / 4 = 15 / 4
+    loss = diffuser.diffusion_loss(pred, x0, w)
+    torch.testing.assert_close(loss, torch.tensor(3.75))
+    loss.backward()
+    torch.testing.assert_close(pred.grad, torch.tensor([[[5.0, 1.0], [0.0, -0.5]]]))  # 2 w (pred - x0) / 4
+
+
+def test_value_loss():
+    pred = torch.tensor([1.0, -2.0], requires_grad=True)
+    # ((1 - 3)^2 + (-2 - -2)^2) / 2 = 2
+    loss = diffuser.value_loss(pred, torch.tensor([3.0, -2.0]))
+    torch.testing.assert_close(loss, torch.tensor(2.0))
+    loss.backward()
+    torch.testing.assert_close(pred.grad, torch.tensor([-2.0, 0.0]))
+
+
+# ----------------------------------------------------------------------------------------------
 # Inpainting and guidance
 # ----------------------------------------------------------------------------------------------
 def test_condition_replaces_the_first_state_only():
@@ -88,6 +112,18 @@ def test_inpainting_keeps_the_state_fixed_through_guided_sampling():
             x = diffuser.denoise(x, state, i, model, sch, torch.randn_like(x), A)
             assert torch.equal(x[:, 0, A:], state), f"denoising step {i} moved s_0"
     assert not torch.equal(x[:, 1:], before[:, 1:])  # the rest of the plan did change
+
+
+def test_denoising_is_the_posterior_mean_plus_noise_and_noise_free_at_the_last_step():
+    class Echo(torch.nn.Module):  # predicts tau^0 = 2 tau
+        def forward(self, x, t):
+            return 2 * x
+    sch = diffuser.Schedule(5)
+    x, state, z = torch.randn(3, 4, A + S), torch.randn(3, S), torch.randn(3, 4, A + S)
+    for i in (3, 0):
+        out = diffuser.denoise(x, state, i, Echo(), sch, z, A)
+        expected = sch.coef_x0[i] * 2 * x + sch.coef_xt[i] * x + (sch.posterior_std[i] * z if i > 0 else 0)
+        torch.testing.assert_close(out, diffuser.condition(expected, state, A))
 
 
 class LinearValue:
