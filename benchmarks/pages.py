@@ -72,6 +72,7 @@ FAMILIES = {
     "cal_ql": "offline-to-online",
     "mopo": "model-based", "combo": "model-based",
     "dt": "sequence model", "tt": "sequence model",
+    "diffuser": "sequence model",
 }
 VENUES = r"NeurIPS|ICLR|ICML|CoRL|AAAI|IJCAI|AISTATS|UAI|JMLR|TMLR|Nature|Science|L4DC"
 

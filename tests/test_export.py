@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import make_dataset
-from test_resume import args_fields, only_run_dir, run_in_process
+from test_resume import SMALL_FLAGS, args_fields, only_run_dir, run_in_process
 from benchmarks import export as export_tool
 from benchmarks import record as record_tool
 from benchmarks.run_policy import RunError, load_run_policy
@@ -79,7 +79,8 @@ def tiny_runs(tmp_path_factory):
                 flags = ["--dataset", dataset(algo), "--runs-dir", str(root / algo), "--total-steps", "3",
                          "--eval-episodes", "0", "--log-every", "1", "--checkpoint-every", "3", "--batch-size", "16",
                          "--no-progress"]
-                run_in_process(algo, flags + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else []))
+                run_in_process(algo, flags + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else [])
+                               + SMALL_FLAGS.get(algo, []))
                 runs[algo] = only_run_dir(root / algo)
             return runs[algo]
         yield run

@@ -30,7 +30,7 @@ from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ["iql", "bc", "td3_bc", "cql", "cal_ql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear",
-         "brac", "mopo", "combo", "dt", "tt"]
+         "brac", "mopo", "combo", "dt", "tt", "diffuser"]
 DISCRETE_ALGOS = ["bc_discrete", "bcq_discrete", "cql_discrete", "spibb"]  # on a discrete dataset (tiny_cartpole)
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
@@ -49,15 +49,18 @@ def command(algo: str, *flags: str) -> list[str]:
     return [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), *flags]
 
 
-# Flags that only keep a script's test runs small, where its defaults cost minutes on a CPU. tt: its training windows
-# are 10 transitions of tokens and its planner runs a forward pass per token of a 15-step plan for 128 beams, at
-# every environment step; shorter windows and a small planner exercise the same code.
+# Flags that only keep a script's test runs small, where its defaults cost minutes on a CPU (a planner at the paper's
+# sizes runs at every environment step). tt: its training windows are 10 transitions of tokens and its planner runs a
+# forward pass per token of a 15-step plan for 128 beams; diffuser: a U-Net of 4 levels over 32 steps, 20 denoising
+# steps, 64 plans per state. Shorter windows and small planners exercise the same code.
 SMALL_FLAGS = {"tt": ["--sequence-length", "3", "--max-context-transitions", "1", "--n-bins", "20",
-                      "--beam-width", "4", "--horizon", "2"]}
+                      "--beam-width", "4", "--horizon", "2"],
+               "diffuser": ["--dim-mults", "1", "8", "--horizon", "8", "--diffusion-steps", "4", "--plan-samples", "2"]}
 
 
 def first_run_flags(algo: str) -> list[str]:
-    """The shared flags, plus small networks where the script has `hidden_dim` (only to keep the test fast)."""
+    """The shared flags, plus small networks where the script has `hidden_dim` and SMALL_FLAGS (only to keep the
+    test fast)."""
     return COMMON + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else []) + SMALL_FLAGS.get(algo, [])
 
 
