@@ -411,6 +411,17 @@ def test_dynamics_speed_benchmark_writes_its_figures(tiny_hopper, tmp_path):
     assert record["seconds"] > 0 and len(record["holdout_mse"]) == 7 and len(record["elites"]) == 5
 
 
+def test_dynamics_speed_benchmark_times_the_step_on_synthetic_data(tmp_path):
+    from benchmarks import dynamics_speed
+
+    out = tmp_path / "speed.json"
+    record = dynamics_speed.main(dynamics_speed.Args(synthetic=3000, steps=3, warmup=1, out=str(out)))
+    assert json.loads(out.read_text()) == record
+    assert record["mode"] == "synthetic" and record["transitions"] == 3000 and record["steps_timed"] == 3
+    assert record["steps_per_epoch"] == 10 and record["steps_per_s"] > 0  # 2400 training transitions / 256
+    assert record["projected_seconds_per_epoch"] >= 10 * record["ms_per_step"] / 1000 - 0.05  # (rounded to 0.1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------
