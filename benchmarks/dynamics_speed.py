@@ -11,10 +11,11 @@ random transitions of Hopper's shape (11 + 3 inputs, 12 outputs) and times its f
 transitions (the steps of an epoch at that rate plus the epoch's reshuffle and holdout evaluation, both timed),
 written to benchmarks/results/dynamics_speed_<device>_synthetic.json (or `--out`).
 
-The script runs as a user runs it (`python algorithms/<algo>.py ...`) for a single agent update with no
-evaluation and a one-state rollout, so nearly all of its time is the dynamics model's training; the figures come
-from the `dynamics.json` it writes in its run folder (epochs, seconds, holdout MSE per member, elites) and are
-written, with the machine, the dataset's size and the wall time of the whole command, to
+Without `--synthetic`, the script runs as a user runs it (`python algorithms/<algo>.py ...`) for a single agent
+update with no evaluation and a one-state rollout, so nearly all of its time is the dynamics model's training; the
+figures come from the `dynamics.json` it writes in its run folder (epochs, seconds, holdout MSE per member,
+elites) and are written, with the machine, its load average (other work on the cores slows the matmuls that bound
+the training, and several threads far more than one), the dataset's size and the wall time of the whole command, to
 benchmarks/results/dynamics_speed_<device>.json (or `--out`).
 """
 
@@ -125,7 +126,8 @@ def synthetic(args: Args) -> dict:
     return {
         "mode": "synthetic", "algo": args.algo, "device": args.device, "compile": args.compile,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "transitions": n, "obs_dim": obs_dim,
+        "threads": torch.get_num_threads(), "load_average": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+        "transitions": n, "obs_dim": obs_dim,
         "act_dim": act_dim, "ensemble_size": E, "hidden": defaults.dynamics_hidden_dim, "batch_size": B,
         "steps_timed": len(timed) - 1, "warmup_steps": args.warmup, "ms_per_step": round(per_step * 1e3, 2),
         "steps_per_s": round(1 / per_step, 2), "steps_per_epoch": steps_per_epoch,
@@ -172,7 +174,8 @@ def main(args: Args) -> dict:
     record = {
         "dataset": args.dataset, "algo": args.algo, "device": args.device, "compile": args.compile, "seed": args.seed,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name(),
-        "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
+        "threads": args.threads or torch.get_num_threads(), "load_average": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
         "transitions": dyn["train_size"] + dyn["holdout_size"], "train_size": dyn["train_size"],
         "holdout_size": dyn["holdout_size"], "epochs": dyn["epochs"],
         "early_stopped": args.max_dynamics_epochs is None or dyn["epochs"] < args.max_dynamics_epochs,
