@@ -131,7 +131,7 @@ def synthetic(args: Args) -> dict:
         "act_dim": act_dim, "ensemble_size": E, "hidden": defaults.dynamics_hidden_dim, "batch_size": B,
         "steps_timed": len(timed) - 1, "warmup_steps": args.warmup, "ms_per_step": round(per_step * 1e3, 2),
         "steps_per_s": round(1 / per_step, 2), "steps_per_epoch": steps_per_epoch,
-        "epoch_other_seconds": round(other, 2), "setup_seconds": round(clock.times[0] - start - per_step, 2),
+        "epoch_other_seconds": round(other, 2), "setup_seconds": round(max(0.0, clock.times[0] - start - per_step), 2),
         "projected_seconds_per_epoch": round(steps_per_epoch * per_step + other, 1),
     }
 
