@@ -18,7 +18,7 @@ import algorithms.combo as combo
 import algorithms.mopo as mopo
 from common.checkpoints import load_checkpoint
 from common.data import DatasetError
-from conftest import check_bad_flag, check_finished_run, make_dataset
+from conftest import check_bad_flag, check_finished_run, check_stop_in_dynamics_training, make_dataset
 
 LN2 = math.log(2.0)
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +123,10 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     for name in ("q", "q_target", "policy", "log_alpha"):
         a, b = final[name], ckpt[name]
         assert all(torch.equal(a[k], b[k]) for k in a) if isinstance(a, dict) else torch.equal(a, b), name
+
+
+def test_ctrl_c_while_the_dynamics_model_trains_loses_nothing(tiny_hopper, tmp_path, monkeypatch, capsys):
+    check_stop_in_dynamics_training(combo, tiny_hopper, tmp_path, monkeypatch, capsys, TINY)
 
 
 def test_a_mopo_dynamics_model_is_reused(tiny_hopper, tmp_path, monkeypatch):

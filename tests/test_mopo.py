@@ -4,6 +4,7 @@ run with exact resume, the dynamics model trained once and reused, bad input."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -15,7 +16,7 @@ import torch
 import algorithms.mopo as mopo
 from common.checkpoints import CheckpointError, load_checkpoint
 from common.data import DatasetError, load_dataset
-from conftest import check_bad_flag, check_finished_run, make_dataset
+from conftest import check_bad_flag, check_finished_run, check_stop_in_dynamics_training, make_dataset
 
 LN2 = math.log(2.0)
 
@@ -193,6 +194,82 @@ def test_dynamics_training_stops_early():
     assert len(records) == last_improved + A_.max_epochs_since_update + 1  # more than 2 epochs without one
 
 
+class StopAfter:
+    """A stand-in for StopSignal: true from its `n`-th check on (train_dynamics checks it after every step)."""
+
+    def __init__(self, n: int):
+        self.n, self.checks = n, 0
+
+    def __bool__(self) -> bool:
+        self.checks += 1
+        return self.checks >= self.n
+
+
+def stored(state: dict) -> dict:
+    """`state` as a checkpoint file gives it back (a copy that later training cannot change)."""
+    f = io.BytesIO()
+    torch.save(state, f)
+    f.seek(0)
+    return torch.load(f, weights_only=True)
+
+
+# 4 members of 8 wide on 500 transitions: 400 train (7 minibatches of 64 per epoch, the last of 16), 100 held out
+def linear_system(seed: int = 2):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(500, 3)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(500, 2)).astype(np.float32)
+    next_obs = (obs + 0.3 * obs[:, ::-1] + act @ rng.normal(size=(2, 3))).astype(np.float32)
+    return obs, act, next_obs, (obs @ rng.normal(size=3)).astype(np.float32)
+
+
+class SmallArgs:
+    holdout_ratio, dynamics_batch_size, dynamics_lr, max_epochs_since_update, max_dynamics_epochs = \
+        0.2, 64, 3e-3, 3, 9
+
+
+def small_training(**kwargs):
+    torch.manual_seed(0)
+    model = mopo.EnsembleDynamics(3, 2, hidden=8, n=4, num_elites=2)
+    records = []
+    info = mopo.train_dynamics(model, *linear_system(), SmallArgs, torch.Generator().manual_seed(0),
+                               torch.device("cpu"), log=records.append, **kwargs)
+    return model, info, records
+
+
+@pytest.mark.parametrize("stop_at", [17, 21], ids=["mid-epoch", "end-of-epoch"])
+def test_dynamics_training_stopped_and_resumed_ends_as_one_never_stopped(stop_at):
+    model, info, records = small_training()
+    assert info["epochs"] == 9  # no early stop: the stop lands before the end
+    # stopped after its 17th step (the 3rd of epoch 3) or its 21st (the last of epoch 3): the state then is saved
+    saved = []
+    _, stopped, first = small_training(stop=StopAfter(stop_at), checkpoint=lambda s: saved.append(stored(s)))
+    assert stopped is None and len(saved) == 1
+    assert saved[0]["epoch"] == 2 and saved[0]["position"] == min(64 * (stop_at - 14), 400) and len(first) == 2
+    assert len(saved[0]["losses"]) == stop_at - 14 and saved[0]["boot"].shape == (4, 400)
+    # a new model and generator from the same seed, resumed from the saved state: the same model, bit for bit
+    again, resumed, rest = small_training(resume=saved[0])
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in info.items() if k != "seconds"}
+    assert first + rest == records  # each epoch's loss and holdout MSEs as uninterrupted
+
+
+def test_dynamics_training_checkpoints_every_k_epochs_and_a_kill_resumes_from_the_last():
+    model, info, records = small_training()
+    saved = []
+    small_training(checkpoint=lambda s: saved.append(stored(s)), checkpoint_every=4)
+    assert [s["epoch"] for s in saved] == [4, 8] and all(s["position"] == 0 for s in saved)
+    # killed in epoch 7: what it had saved is epoch 4's state, from which it trains epochs 5-9 again
+    again, resumed, rest = small_training(resume=saved[0])
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    assert resumed["holdout_mse"] == info["holdout_mse"] and rest == records[4:]
+    # a state from other data is refused
+    small = SmallArgs()
+    small.holdout_ratio = 0.1
+    with pytest.raises(CheckpointError, match="ran on 400 \\+ 100 transitions, this data has 450 \\+ 50"):
+        mopo.train_dynamics(mopo.EnsembleDynamics(3, 2, hidden=8, n=4, num_elites=2), *linear_system(), small,
+                            torch.Generator().manual_seed(0), torch.device("cpu"), resume=saved[0])
+
+
 # ----------------------------------------------------------------------------------------------
 # Rollouts, termination, the model buffer
 # ----------------------------------------------------------------------------------------------
@@ -298,6 +375,10 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
             if isinstance(a, dict) else torch.equal(a, b), name
 
 
+def test_ctrl_c_while_the_dynamics_model_trains_loses_nothing(tiny_hopper, tmp_path, monkeypatch, capsys):
+    check_stop_in_dynamics_training(mopo, tiny_hopper, tmp_path, monkeypatch, capsys, TINY)
+
+
 def test_dynamics_path_reuses_a_model_and_the_run_is_the_same(tiny_hopper, tmp_path, monkeypatch):
     small = TINY | dict(total_steps=100, eval_every=100, checkpoint_every=100)
     first = mopo.train(mopo.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "a"), **small))
@@ -330,6 +411,17 @@ def test_dynamics_speed_benchmark_writes_its_figures(tiny_hopper, tmp_path):
     assert record["seconds"] > 0 and len(record["holdout_mse"]) == 7 and len(record["elites"]) == 5
 
 
+def test_dynamics_speed_benchmark_times_the_step_on_synthetic_data(tmp_path):
+    from benchmarks import dynamics_speed
+
+    out = tmp_path / "speed.json"
+    record = dynamics_speed.main(dynamics_speed.Args(synthetic=3000, steps=3, warmup=1, out=str(out)))
+    assert json.loads(out.read_text()) == record
+    assert record["mode"] == "synthetic" and record["transitions"] == 3000 and record["steps_timed"] == 3
+    assert record["steps_per_epoch"] == 10 and record["steps_per_s"] > 0  # 2400 training transitions / 256
+    assert record["projected_seconds_per_epoch"] >= 10 * record["ms_per_step"] / 1000 - 0.05  # (rounded to 0.1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------
@@ -351,6 +443,7 @@ def test_an_environment_without_a_termination_function_is_one_line(minari_root, 
     ("penalty_weight", -1.0, "--penalty-weight"), ("holdout_ratio", 0.0, "--holdout-ratio"),
     ("max_dynamics_epochs", 0, "--max-dynamics-epochs"), ("termination", "ant", "--termination"),
     ("dynamics_path", "/no/such/dynamics.pt", "--dynamics-path"), ("rollout_batch", 0, "--rollout-batch"),
+    ("dynamics_checkpoint_every", -1, "--dynamics-checkpoint-every"),
 ])
 def test_bad_flags(field, value, flag, tmp_path):
     check_bad_flag(mopo, field, value, flag, tmp_path)
