@@ -332,11 +332,17 @@ def next_logits(model: TrajectoryGPT, x: torch.Tensor, max_context: int) -> torc
     """The model's logits for the token after x [B, L] (L: whole transitions, then the current one's tokens so far),
     read from the current transition and the `max_context` whole transitions before it (0: as many as the block
     holds)."""
+    return model(x[:, window_start(model, x.shape[1], max_context):], last_only=True)[:, -1]
+
+
+def window_start(model: TrajectoryGPT, length: int, max_context: int) -> int:
+    """Where the tokens the model reads begin, in a sequence of `length` tokens (whole transitions, then the current
+    one's tokens so far): the current transition's start, less `max_context` whole transitions (0: as many as the
+    block holds), or 0 where the sequence holds fewer. Always a transition's first token."""
     big = model.transition_dim
-    partial = x.shape[1] % big
+    partial = length % big
     whole = (model.block_size - partial) // big
-    keep = min(whole, max_context or whole) * big + partial
-    return model(x[:, x.shape[1] - keep:], last_only=True)[:, -1]
+    return max(length - min(whole, max_context or whole) * big - partial, 0)
 
 
 @torch.no_grad()

@@ -89,6 +89,15 @@ def test_model_is_causal_and_reads_whole_transitions():
     assert not torch.allclose(later[:, 9:], logits[:, 9:])
 
 
+def test_window_starts_at_a_transition_and_holds_the_context():
+    model = tt.TrajectoryGPT(transition_dim=16, n_bins=4, block_size=159, dim=8, n_layers=1, n_heads=1, dropout=0.0)
+    for length in range(1, 300):
+        start, partial = tt.window_start(model, length, 5), length % 16
+        assert start % 16 == 0 and 0 <= start < length  # never mid-transition (a negative slice start once was)
+        assert length - start == min(length, 5 * 16 + partial)  # the current transition and up to 5 before it
+        assert length - tt.window_start(model, length, 0) == min(length, 9 * 16 + partial)  # 0: what the block holds
+
+
 # ----------------------------------------------------------------------------------------------
 # Beam search on a model whose best plan is known
 # ----------------------------------------------------------------------------------------------
