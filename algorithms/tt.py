@@ -684,7 +684,24 @@ class PlanningPolicy:
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> PlanningPolicy:
-    """The policy of a run folder's checkpoint, as evaluation runs it (`.module`: the Planner, one nn.Module)."""
+    """The policy of a run folder's checkpoint, as evaluation runs it (`.module`: the Planner, one nn.Module).
+
+    Unlike the README's stateless policies it plans from each episode's last transitions, so in your own loop tell
+    it when an episode starts and what every step earned (as common/evaluation.py does, for n episodes in lockstep):
+
+        policy = tt.load_policy(run_dir)
+        obs, _ = env.reset(seed=0); policy.reset(1)           # a new episode: no context; the sampler reseeded
+        while True:                                           # obs [1, obs_dim] float32 -> action [1, act_dim]
+            obs, r, term, trunc, _ = env.step(policy(obs[None].astype(np.float32))[0])
+            policy.observe(np.array([r]), np.array([term or trunc]))  # (s, a, r) joins the context
+            if term or trunc: break
+
+    Call reset(n) before each new episode (or batch of n): an ended episode leaves the batch, and a call with more
+    observations than running episodes is a ValueError. Skipping observe is not caught: the next plan would see no
+    new transition in its context. Each call plans with the run's beam width and horizon (seconds to minutes on a
+    CPU at the defaults: details, 7); the action is the best plan's first, in [-1, 1] (for other bounds map it with
+    common.evaluation.env_actions(action, env.action_space)). reset(n) reseeds the planner's sampling with the
+    run's seed, so an episode replays alike."""
     state = load_policy_checkpoint(run_dir, "tt")
     args = Args(**upgrade_args("tt", json.loads(state["args"])))
     edges = state["edges"]

@@ -109,3 +109,29 @@ def kill_at_call(monkeypatch, owner, name: str, n: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, wrapper)
+
+
+def docstring_loop_return(script: ModuleType, run_dir: Path, env_spec, seed: int) -> float:
+    """Run the acting loop that `script.load_policy`'s docstring shows a user, verbatim (its `run_dir`, and its
+    reset seed replaced by `seed`), for one episode; its return."""
+    import textwrap
+
+    import numpy as np
+
+    from common.evaluation import make_env
+
+    doc = script.load_policy.__doc__
+    lines = doc[doc.index("policy = "):doc.index("if term or trunc: break") + len("if term or trunc: break")]
+    code = textwrap.dedent("        " + lines).replace("env.reset(seed=0)", f"env.reset(seed={seed})")
+    env, total = make_env(env_spec), [0.0]
+    step = env.step
+
+    def counted(action):
+        out = step(action)
+        total[0] += float(out[1])
+        return out
+
+    env.step = counted
+    exec(code, {script.__name__.split(".")[-1]: script, "run_dir": run_dir, "env": env, "np": np})
+    env.close()
+    return total[0]

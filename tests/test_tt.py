@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from algorithms import tt
-from conftest import check_bad_flag, check_finished_run
+from conftest import check_bad_flag, check_finished_run, docstring_loop_return
+from common.data import load_dataset
+from common.evaluation import eval_seed, evaluate
 
 # flags that keep a run small on a CPU: short windows and a small planner (planning costs a forward pass per token)
 SMALL = dict(sequence_length=3, max_context_transitions=1, hidden_dim=32, n_layers=2, beam_width=4, horizon=2,
@@ -203,11 +205,15 @@ def test_train_smoke(tiny_hopper, tmp_path):
     args = tt.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                    checkpoint_every=100, batch_size=16, runs_dir=str(tmp_path / "runs"), progress=False, **SMALL)
     result = tt.train(args)
-    _, records, _ = check_finished_run(tt, args, result, loss_key="loss/model", networks=("model",),
+    run_dir, records, _ = check_finished_run(tt, args, result, loss_key="loss/model", networks=("model",),
                                        finite=("loss/model", "loss/actor"))
     plan_times = [r for r in records if "plan_s_per_step" in r]
     assert [r["step"] for r in plan_times] == [100, 200] and all(r["plan_s_per_step"] > 0 for r in plan_times)
     assert result["plan_s_per_step"] > 0 and result["device"] == "cpu"
+    # the loop load_policy's docstring shows a user acts as evaluation does (one episode, its seed)
+    env_spec = load_dataset(tiny_hopper).env_spec
+    first = evaluate(tt.load_policy(run_dir), env_spec, 1, seed=args.seed)
+    assert docstring_loop_return(tt, run_dir, env_spec, eval_seed(args.seed, 0)) == float(first[0])
 
 
 # ----------------------------------------------------------------------------------------------
