@@ -55,9 +55,11 @@ Implementation details (from the authors' code, config/offline.py, trajectory/..
     step, `OMP_NUM_THREADS=N python benchmarks/plan_speed.py --steps S [--no-cache]`):
         OMP_NUM_THREADS=2: no cache 176 s (1 step; earlier 200-300 s), cache 39 and 46 s (2 steps)
         OMP_NUM_THREADS=1: no cache 144 s (1 step), cache 9.6 and 9.7 s (2 steps)
-    With 2 threads on the loaded cores every operation waits ~10 ms for its second thread whatever its size, so the
-    count of operations (about 60 per token, cached or not) bounds the time; with 1 thread the cache's ~20x fewer
-    FLOPs show. Use a GPU, or a smaller --beam-width and --horizon, for many episodes.
+    Per planned transition the cache reads ~13k token positions instead of ~239k (18x fewer); with 1 thread that
+    shows (15x). With 2 threads on the loaded cores it does not: in a profile every operation, a LayerNorm of a few
+    hundred rows as much as a linear layer, took ~10 ms (waiting for its second thread), so the number of operations,
+    one forward pass per token cached or not, bounds the time. Use a GPU, or a smaller --beam-width and --horizon,
+    for many episodes.
  8. Deviation: the score is the final evaluation's, with 10 episodes (the authors: 15 seeds x 1 episode).
 
 Usage:
