@@ -496,7 +496,23 @@ class HistoryPolicy:
 
 def load_policy(run_dir: str | Path, device: str = "cpu", target_return: float | None = None) -> HistoryPolicy:
     """The policy of a run folder's checkpoint, as evaluation runs it (`.module`: one nn.Module), conditioned on
-    `target_return` (default: the run's first target return)."""
+    `target_return` (default: the run's first target return).
+
+    Unlike the README's stateless policies it keeps each episode's history, so in your own loop tell it when an
+    episode starts and what every step earned (as common/evaluation.py does, for n episodes in lockstep):
+
+        policy = dt.load_policy(run_dir)                      # or load_policy(run_dir, target_return=1800)
+        obs, _ = env.reset(seed=0); policy.reset(1)           # a new episode: empty history, R_1 = target return
+        while True:                                           # obs [1, obs_dim] float32 -> action [1, act_dim]
+            obs, r, term, trunc, _ = env.step(policy(obs[None].astype(np.float32))[0])
+            policy.observe(np.array([r]), np.array([term or trunc]))  # R_(t+1) = R_t - r_t; step t + 1
+            if term or trunc: break
+
+    Call reset(n) before each new episode (or batch of n): an ended episode leaves the batch, and a call with more
+    observations than running episodes is a ValueError. Skipping observe is not caught: the next call would repeat
+    the last step's return-to-go and timestep. Actions are in [-1, 1]; for other bounds map them with
+    common.evaluation.env_actions(action, env.action_space). The first call without any reset(n) starts len(obs)
+    episodes."""
     state = load_policy_checkpoint(run_dir, "dt")
     args = Args(**upgrade_args("dt", json.loads(state["args"])))
     model = DecisionTransformer(state["obs_dim"], state["act_dim"], args.hidden_dim, args.n_layers, args.n_heads,

@@ -44,10 +44,22 @@ Implementation details (from the authors' code, config/offline.py, trajectory/..
     Deviation: sampling uses a generator seeded with --seed at each new set of episodes (the authors use torch's
     global one), so an evaluation, and load_policy's replay of it, is repeatable. The time planning takes per
     environment step is logged at every evaluation (`plan_s_per_step` in metrics.jsonl; in result.json the mean
-    over the evaluations the finishing process ran, with the device). Planning costs H x T forward passes over
-    (episodes x beam_width x n_expand) sequences per environment step, without a key-value cache: at the defaults
-    that is minutes per step on a CPU (hopper, an untrained model, a busy 2-core machine: 200-300 s); use a GPU, or
-    a smaller --beam-width and --horizon.
+    over the evaluations the finishing process ran, with the device). Planning still runs H x T forward passes
+    over (episodes x beam_width x n_expand) sequences per environment step, but with a key-value cache (KVCache;
+    the authors re-read the whole window for every token): the context is read once per step, each new token is one
+    position, and the cache's rows follow the beams as they are duplicated and selected. The window the model reads
+    moves by a transition whenever a new one begins (the position embeddings count from its start), so once per
+    planned transition the whole window is read again. The logits are the uncached ones up to float rounding
+    (tests/test_tt.py). Measured on this repository's CPU machine (2 cores shared with a benchmark grid, load ~5;
+    untrained Hopper-sized model, 11 + 3 dims; one episode; defaults beam 128, horizon 15; seconds per environment
+    step, `OMP_NUM_THREADS=N python benchmarks/plan_speed.py --steps S [--no-cache]`):
+        OMP_NUM_THREADS=2: no cache 176 s (1 step; earlier 200-300 s), cache 39 and 46 s (2 steps)
+        OMP_NUM_THREADS=1: no cache 144 s (1 step), cache 9.6 and 9.7 s (2 steps)
+    Per planned transition the cache reads ~13k token positions instead of ~239k (18x fewer); with 1 thread that
+    shows (15x). With 2 threads on the loaded cores it does not: in a profile every operation, a LayerNorm of a few
+    hundred rows as much as a linear layer, took ~10 ms (waiting for its second thread), so the number of operations,
+    one forward pass per token cached or not, bounds the time. Use a GPU, or a smaller --beam-width and --horizon,
+    for many episodes.
  8. Deviation: the score is the final evaluation's, with 10 episodes (the authors: 15 seeds x 1 episode).
 
 Usage:
@@ -249,6 +261,44 @@ class Discretizer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Networks: minGPT with a per-position output head
 # ----------------------------------------------------------------------------------------------
+class KVCache:
+    """The keys and values every block computed for the tokens a model has read from one window, so that planning
+    feeds only the tokens that are new (an implementation speed-up: the authors' planner re-reads the whole window
+    for every token). Its rows follow the sequences: `select(rows)` reorders, duplicates or drops them (applied when
+    the cache is next read, so a selection just before the window moves costs nothing)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity  # the longest window, in tokens
+        self.reset(-1)
+
+    def reset(self, start: int) -> None:
+        """Forget everything; the next tokens read are the window that begins at token `start` of the sequence."""
+        self.start, self.length, self.rows = start, 0, None
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.rows = rows if self.rows is None else self.rows[rows]
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new tokens' keys and values k, v [B, H, t, d] of block `layer` -> all of the window's so far."""
+        if layer == 0 and self.rows is not None:
+            self.keys = [key[self.rows] for key in self.keys]
+            self.values = [value[self.rows] for value in self.values]
+            self.rows = None
+        if layer == len(self.keys):  # the first tokens of this window: room for the whole window
+            b, h, _, d = k.shape
+            self.keys.append(k.new_empty(b, h, self.capacity, d))
+            self.values.append(v.new_empty(b, h, self.capacity, d))
+        end = self.length + k.shape[2]
+        if k.shape[0] != self.keys[layer].shape[0] or end > self.capacity:
+            raise ValueError(f"{k.shape[0]} sequences, tokens {self.length}..{end} for a cache of "
+                             f"{self.keys[layer].shape[0]} sequences and {self.capacity} tokens")
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
 class Block(nn.Module):
     """x + attention(LN(x)) with a causal mask, then x + MLP(LN(x))."""
 
@@ -260,13 +310,19 @@ class Block(nn.Module):
         self.attn_dropout, self.resid_drop = dropout, nn.Dropout(dropout)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x [B, t, dim]: the next t tokens after the cache's (all of them without a cache)."""
         b, t, dim = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+        past = k.shape[2] - t  # tokens before these, read from the cache
         # softmax(Q K^T / sqrt(d) + causal mask) V, token i attending to tokens <= i (torch's fused kernel: planning
-        # runs it hundreds of times per environment step)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0,
-                                           is_causal=True)
+        # runs it hundreds of times per environment step); one new token may attend to everything
+        mask = None if past == 0 or t == 1 else (
+            torch.arange(past, past + t, device=x.device)[:, None] >= torch.arange(past + t, device=x.device))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training
+                                           else 0.0, is_causal=past == 0 and t > 1)
         x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, dim)))
         return x + self.mlp(self.ln2(x))
 
@@ -292,13 +348,24 @@ class TrajectoryGPT(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.head, 0.0, 0.02)
 
-    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """last_only: the logits of the last position only [B, 1, N + 1] (what sampling needs)."""
+    def forward(self, tokens: torch.Tensor, last_only: bool = False, cache: KVCache | None = None) -> torch.Tensor:
+        """last_only: the logits of the last position only [B, 1, N + 1] (what sampling needs). cache: tokens are the
+        ones after those the cache holds (positions from cache.length on), and the cache gains them."""
         b, t = tokens.shape
-        dim_of = torch.arange(t, device=tokens.device) % self.transition_dim  # which dimension each position holds
+        past = 0 if cache is None else cache.length
+        if past + t > self.block_size:
+            raise ValueError(f"tokens {past}..{past + t} past the block of {self.block_size}")
+        pos = torch.arange(past, past + t, device=tokens.device)
+        dim_of = pos % self.transition_dim  # which dimension each position holds
         ids = torch.where(tokens == self.n_bins, self.n_bins * self.transition_dim, tokens + dim_of * self.n_bins)
-        x = self.drop(self.tok_emb(ids) + self.pos_emb[:, :t])
-        x = self.ln_f(self.blocks(x))
+        x = self.drop(self.tok_emb(ids) + self.pos_emb[:, past:past + t])
+        if cache is None:
+            x = self.blocks(x)
+        else:
+            for layer, block in enumerate(self.blocks):
+                x = block(x, cache, layer)
+            cache.length += t
+        x = self.ln_f(x)
         if last_only:
             x, dim_of = x[:, -1:], dim_of[-1:]
         return torch.einsum("btd,tdv->btv", x, self.head[dim_of])
@@ -328,24 +395,46 @@ def top_cdf_logits(logits: torch.Tensor, cdf: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def next_logits(model: TrajectoryGPT, x: torch.Tensor, max_context: int) -> torch.Tensor:
+def next_logits(model: TrajectoryGPT, x: torch.Tensor, max_context: int, cache: KVCache | None = None
+                ) -> torch.Tensor:
     """The model's logits for the token after x [B, L] (L: whole transitions, then the current one's tokens so far),
     read from the current transition and the `max_context` whole transitions before it (0: as many as the block
-    holds)."""
+    holds). cache: one whose rows are x's; the model reads only the tokens the cache lacks, or the whole window again
+    where the window has moved (once per transition, when a new one begins and the oldest leaves the window)."""
+    start = window_start(model, x.shape[1], max_context)
+    if cache is None:
+        return model(x[:, start:], last_only=True)[:, -1]
+    if cache.start != start:
+        cache.reset(start)
+    return model(x[:, start + cache.length:], last_only=True, cache=cache)[:, -1]
+
+
+def window_start(model: TrajectoryGPT, length: int, max_context: int) -> int:
+    """Where the tokens the model reads begin, in a sequence of `length` tokens (whole transitions, then the current
+    one's tokens so far): the current transition's start, less `max_context` whole transitions (0: as many as the
+    block holds), or 0 where the sequence holds fewer. Always a transition's first token."""
     big = model.transition_dim
-    partial = x.shape[1] % big
+    partial = length % big
     whole = (model.block_size - partial) // big
-    keep = min(whole, max_context or whole) * big + partial
-    return model(x[:, x.shape[1] - keep:], last_only=True)[:, -1]
+    return max(length - min(whole, max_context or whole) * big - partial, 0)
 
 
 @torch.no_grad()
 def beam_plan(model: TrajectoryGPT, disc: Discretizer, prefix: torch.Tensor, obs_dim: int, act_dim: int,
               horizon: int, beam_width: int, n_expand: int, gamma: float, cdf_act: float, max_context: int,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Plans for n episodes at once from their prefixes [n, P] (the context's transitions, then the current state's
-    tokens). Returns the best plan's tokens [n, horizon, T] and its score [n]."""
+    tokens). Returns the best plan's tokens [n, horizon, T] and its score [n]. cache: keep the attention's keys and
+    values (the same logits up to float rounding; without it every token re-reads the whole window)."""
     n, n_bins, big = prefix.shape[0], model.n_bins, model.transition_dim
+    kv = None
+    if cache:  # the prefix once per episode, all but its last token (the first sample reads it), then to the beams
+        kv = KVCache(min(model.block_size, (max_context or model.block_size) * big + big))
+        start = window_start(model, prefix.shape[1], max_context)
+        kv.reset(start)
+        if prefix.shape[1] - 1 > start:
+            model(prefix[:, start:-1], cache=kv)
+        kv.select(torch.arange(n, device=prefix.device).repeat_interleave(beam_width))
     x = prefix.repeat_interleave(beam_width, 0)  # [n W, P]: every episode's beams side by side
     rewards = torch.zeros(n * beam_width, horizon + 1, device=prefix.device)
     discounts = gamma ** torch.arange(horizon + 1, device=prefix.device, dtype=torch.float32)
@@ -353,7 +442,7 @@ def beam_plan(model: TrajectoryGPT, disc: Discretizer, prefix: torch.Tensor, obs
     def sample(x: torch.Tensor, count: int, cdf: float, greedy: bool) -> tuple[torch.Tensor, list]:
         probs_seen = []
         for _ in range(count):
-            logits = next_logits(model, x, max_context)[:, :n_bins]  # the end token is never planned
+            logits = next_logits(model, x, max_context, kv)[:, :n_bins]  # the end token is never planned
             probs_seen.append(logits.softmax(-1))
             if greedy:
                 token = logits.argmax(-1, keepdim=True)
@@ -363,6 +452,8 @@ def beam_plan(model: TrajectoryGPT, disc: Discretizer, prefix: torch.Tensor, obs
         return x, probs_seen
 
     for t in range(horizon):
+        if kv is not None:
+            kv.select(torch.arange(len(x), device=x.device).repeat_interleave(n_expand))
         x = x.repeat_interleave(n_expand, 0)  # [n W E, L]
         rewards = rewards.repeat_interleave(n_expand, 0)
         x, _ = sample(x, act_dim, cdf_act, greedy=False)
@@ -373,6 +464,8 @@ def beam_plan(model: TrajectoryGPT, disc: Discretizer, prefix: torch.Tensor, obs
         scores, keep = scores.topk(beam_width, dim=1)
         rows = (keep + torch.arange(n, device=x.device)[:, None] * keep.new_tensor(x.shape[0] // n)).reshape(-1)
         x, rewards = x[rows], rewards[rows]
+        if kv is not None:
+            kv.select(rows)
         if t < horizon - 1:
             x, _ = sample(x, obs_dim, 1.0, greedy=True)
     plans = x[:, prefix.shape[1] - obs_dim:].reshape(n, beam_width, -1)[:, :, :horizon * big].view(
@@ -593,7 +686,24 @@ class PlanningPolicy:
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu") -> PlanningPolicy:
-    """The policy of a run folder's checkpoint, as evaluation runs it (`.module`: the Planner, one nn.Module)."""
+    """The policy of a run folder's checkpoint, as evaluation runs it (`.module`: the Planner, one nn.Module).
+
+    Unlike the README's stateless policies it plans from each episode's last transitions, so in your own loop tell
+    it when an episode starts and what every step earned (as common/evaluation.py does, for n episodes in lockstep):
+
+        policy = tt.load_policy(run_dir)
+        obs, _ = env.reset(seed=0); policy.reset(1)           # a new episode: no context; the sampler reseeded
+        while True:                                           # obs [1, obs_dim] float32 -> action [1, act_dim]
+            obs, r, term, trunc, _ = env.step(policy(obs[None].astype(np.float32))[0])
+            policy.observe(np.array([r]), np.array([term or trunc]))  # (s, a, r) joins the context
+            if term or trunc: break
+
+    Call reset(n) before each new episode (or batch of n): an ended episode leaves the batch, and a call with more
+    observations than running episodes is a ValueError. Skipping observe is not caught: the next plan would see no
+    new transition in its context. Each call plans with the run's beam width and horizon (seconds to minutes on a
+    CPU at the defaults: details, 7); the action is the best plan's first, in [-1, 1] (for other bounds map it with
+    common.evaluation.env_actions(action, env.action_space)). reset(n) reseeds the planner's sampling with the
+    run's seed, so an episode replays alike."""
     state = load_policy_checkpoint(run_dir, "tt")
     args = Args(**upgrade_args("tt", json.loads(state["args"])))
     edges = state["edges"]

@@ -169,3 +169,29 @@ def check_stop_in_dynamics_training(script: ModuleType, dataset: str, tmp_path: 
     final, ref = load_checkpoint(run_dir / "checkpoint.pt"), load_checkpoint(clean_dir / "checkpoint.pt")
     for net in ("q", "q_target", "policy", "q_opt"):
         assert all(torch.equal(final[net][k], ref[net][k]) for k in ref[net] if isinstance(ref[net][k], torch.Tensor))
+
+
+def docstring_loop_return(script: ModuleType, run_dir: Path, env_spec, seed: int) -> float:
+    """Run the acting loop that `script.load_policy`'s docstring shows a user, verbatim (its `run_dir`, and its
+    reset seed replaced by `seed`), for one episode; its return."""
+    import textwrap
+
+    import numpy as np
+
+    from common.evaluation import make_env
+
+    doc = script.load_policy.__doc__
+    lines = doc[doc.index("policy = "):doc.index("if term or trunc: break") + len("if term or trunc: break")]
+    code = textwrap.dedent("        " + lines).replace("env.reset(seed=0)", f"env.reset(seed={seed})")
+    env, total = make_env(env_spec), [0.0]
+    step = env.step
+
+    def counted(action):
+        out = step(action)
+        total[0] += float(out[1])
+        return out
+
+    env.step = counted
+    exec(code, {script.__name__.split(".")[-1]: script, "run_dir": run_dir, "env": env, "np": np})
+    env.close()
+    return total[0]

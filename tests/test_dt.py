@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from algorithms import dt
-from conftest import check_bad_flag, check_finished_run
+from conftest import check_bad_flag, check_finished_run, docstring_loop_return
 from common.data import load_dataset
-from common.evaluation import evaluate
+from common.evaluation import eval_seed, evaluate
 
 
 def tiny_model(dropout: float = 0.0, n_heads: int = 2) -> dt.DecisionTransformer:
@@ -199,6 +199,9 @@ def test_train_smoke(tiny_hopper, tmp_path):
     second = result["evals"][-1]["targets"][1]
     returns = evaluate(dt.load_policy(run_dir, target_return=1800.0), env_spec, args.eval_episodes, seed=args.seed)
     assert float(returns.mean()) == second["return"]
+    # the loop load_policy's docstring shows a user acts as evaluation does (one episode, its seed)
+    first = evaluate(dt.load_policy(run_dir), env_spec, 1, seed=args.seed)
+    assert docstring_loop_return(dt, run_dir, env_spec, eval_seed(args.seed, 0)) == float(first[0])
     # AdamW with its warm-up: lr = 1e-4 * 200 / 10000 after 200 updates
     assert ckpt["opt"]["param_groups"][0]["decoupled_weight_decay"] is True
     assert float(ckpt["opt"]["param_groups"][0]["lr"]) == pytest.approx(1e-4 * 201 / 10_000)

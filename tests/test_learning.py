@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 sys.path.insert(0, str(ROOT / "algorithms"))
 
 BEST_RETURN = 1000.0  # the time limit: the pole never falls
-STEPS = 10_000  # updates per algorithm
+STEPS = 10_000  # updates per algorithm (BUDGETS: the exceptions)
 GAINS = np.array([0.0, 5.0, 0.5, 1.0])  # on (x, theta, v, omega)
 NOISE = (0.5, 1.0, 2.0, None)  # None: uniform random actions
 
@@ -75,9 +75,17 @@ OVERRIDES = {
     "mopo": dict(dynamics_hidden_dim=64, max_dynamics_epochs=50, rollout_batch=5000),
     # COMBO: the same model settings, 3 action samples of each kind and 5,000 updates (its critic step, 1 + 3N
     # actions per state through both critics, is the CPU budget's bottleneck).
-    "combo": dict(dynamics_hidden_dim=64, max_dynamics_epochs=50, rollout_batch=5000, num_action_samples=3,
-                  total_steps=5000),
+    "combo": dict(dynamics_hidden_dim=64, max_dynamics_epochs=50, rollout_batch=5000, num_action_samples=3),
+    "dt": dict(),  # conditioned on the data's best return (1000); budget below
 }
+
+
+# Updates, where not STEPS (to keep the tier's time). DT (threshold ~495; 2026-12-07, evaluations every 500
+# updates up to 3,000): seed 0: 7, 122, 488, 523, 530, 1000; seed 1: 4, 222, 308, 170, 424, 1000; seed 2: 4, 181,
+# 183, 345, 433, 952. Its return swings on the way, so 3,000 is the smallest of these budgets that all three seeds
+# pass (the test runs seed 0: 1000, 6.5 min on the loaded 2 cores); a 1,000-update lr warm-up instead of
+# the default 10,000 swung more (seed 0: 532 at 500, 254 at 1,000).
+BUDGETS = {"dt": 3000, "combo": 5000}
 
 
 # CQL's policy on this task swings between about 100 and 1000 from one thousand updates to the next, so its
@@ -114,9 +122,10 @@ def test_beats_behaviour(algo, pendulum_data, tmp_path):
         pytest.skip(f"algorithms/{algo}.py not written yet")
     dataset, behaviour_return = pendulum_data
     module = importlib.import_module(algo)
-    eval_every = EVAL_EVERY.get(algo, STEPS)
-    args = module.Args(**(dict(dataset=dataset, total_steps=STEPS, eval_every=eval_every, eval_episodes=10,
-                               log_every=1000, checkpoint_every=STEPS, hidden_dim=64, runs_dir=str(tmp_path),
+    steps = BUDGETS.get(algo, STEPS)
+    eval_every = EVAL_EVERY.get(algo, steps)
+    args = module.Args(**(dict(dataset=dataset, total_steps=steps, eval_every=eval_every, eval_episodes=10,
+                               log_every=1000, checkpoint_every=steps, hidden_dim=64, runs_dir=str(tmp_path),
                                progress=False) | OVERRIDES[algo]))
     result = module.train(args)
     threshold = behaviour_return + 0.4 * (BEST_RETURN - behaviour_return)

@@ -103,6 +103,8 @@ def shortened(args, dataset: str, runs_dir: Path):
     small = dict(dataset=dataset, runs_dir=str(runs_dir), total_steps=20, eval_every=10, eval_episodes=1, log_every=10,
                  checkpoint_every=20, progress=False, device="cpu", compile=False, track=False)
     small |= {k: v for k, v in dict(hidden_dim=32, batch_size=32).items() if k in fields}
+    if "online_steps" in fields:  # fine-tuning: a few environment steps, as few updates
+        small["online_steps"] = min(args.online_steps, 20)
     return dataclasses.replace(args, **{k: v for k, v in small.items() if k in fields})
 
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from algorithms import tt
-from conftest import check_bad_flag, check_finished_run
+from conftest import check_bad_flag, check_finished_run, docstring_loop_return
+from common.data import load_dataset
+from common.evaluation import eval_seed, evaluate
 
 # flags that keep a run small on a CPU: short windows and a small planner (planning costs a forward pass per token)
 SMALL = dict(sequence_length=3, max_context_transitions=1, hidden_dim=32, n_layers=2, beam_width=4, horizon=2,
@@ -89,6 +91,15 @@ def test_model_is_causal_and_reads_whole_transitions():
     assert not torch.allclose(later[:, 9:], logits[:, 9:])
 
 
+def test_window_starts_at_a_transition_and_holds_the_context():
+    model = tt.TrajectoryGPT(transition_dim=16, n_bins=4, block_size=159, dim=8, n_layers=1, n_heads=1, dropout=0.0)
+    for length in range(1, 300):
+        start, partial = tt.window_start(model, length, 5), length % 16
+        assert start % 16 == 0 and 0 <= start < length  # never mid-transition (a negative slice start once was)
+        assert length - start == min(length, 5 * 16 + partial)  # the current transition and up to 5 before it
+        assert length - tt.window_start(model, length, 0) == min(length, 9 * 16 + partial)  # 0: what the block holds
+
+
 # ----------------------------------------------------------------------------------------------
 # Beam search on a model whose best plan is known
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +110,11 @@ class KnownModel(torch.nn.Module):
 
     n_bins, transition_dim, block_size = 2, 4, 1000
 
-    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False, cache: tt.KVCache | None = None) -> torch.Tensor:
+        if cache is not None:  # the cache holds the tokens themselves (as one head's keys): x is only the new ones
+            tokens = x[:, None, :, None].float()
+            x = cache.extend(0, tokens, tokens)[0][:, 0, :, 0].long()
+            cache.length = x.shape[1]
         nxt, step = x.shape[1] % 4, x.shape[1] // 4  # the dimension of the token to predict, and its transition
         logits = torch.full((len(x), 3), -1e4)
         rows = torch.arange(len(x))
@@ -121,13 +136,14 @@ def brute_force_best(gamma: float) -> tuple[tuple[int, int], float]:
     return best, scores[best]
 
 
-def test_beam_search_returns_the_best_scoring_plan():
+@pytest.mark.parametrize("cache", [True, False])
+def test_beam_search_returns_the_best_scoring_plan(cache):
     # bin centres: state 0/1, action -0.5/0.5, reward 0/1, value 0/5
     disc = tt.Discretizer(torch.tensor([[-0.5, -1.0, -0.5, -2.5], [0.5, 0.0, 0.5, 2.5], [1.5, 1.0, 1.5, 7.5]]))
     prefix = torch.zeros(3, 1, dtype=torch.long)  # three episodes, each at state bin 0 with no context
     plan, score = tt.beam_plan(KnownModel(), disc, prefix, obs_dim=1, act_dim=1, horizon=2, beam_width=2,
                                n_expand=8, gamma=0.5, cdf_act=1.0, max_context=0,
-                               generator=torch.Generator().manual_seed(0))
+                               generator=torch.Generator().manual_seed(0), cache=cache)
     # (1, 0): 1 + 0 + 0.25 * 5 = 2.25 beats (1, 1) 1.5, (0, 0) 1.25, (0, 1) 0.5: the value at the horizon decides
     # the last action, the first reward the first
     (a0, a1), best = brute_force_best(0.5)
@@ -145,6 +161,43 @@ def test_beam_search_returns_the_best_scoring_plan():
     torch.testing.assert_close(planner(prefix), torch.full((3, 1), 0.5))
 
 
+def test_cached_logits_match_the_whole_window_read_again():
+    torch.manual_seed(0)
+    model = tt.TrajectoryGPT(transition_dim=5, n_bins=10, block_size=29, dim=32, n_layers=2, n_heads=2,
+                             dropout=0.1).eval()
+    x = torch.randint(0, 11, (6, 29))
+    rows = torch.tensor([2, 2, 0, 5, 1, 3, 3])  # beams reordered, duplicated and dropped after the first tokens
+    with torch.no_grad():
+        cache = tt.KVCache(29)
+        cache.reset(0)
+        torch.testing.assert_close(model(x[:, :7], cache=cache), model(x[:, :7]), rtol=0, atol=1e-5)
+        cache.select(rows[:4])
+        cache.select(torch.tensor([0, 1, 2, 3, 3, 1, 0]))  # selections compose
+        y = x[rows[:4]][[0, 1, 2, 3, 3, 1, 0]]
+        whole = model(y)
+        torch.testing.assert_close(model(y[:, 7:10], cache=cache), whole[:, 7:10], rtol=0, atol=1e-5)  # a chunk
+        for i in range(10, 29):  # then token by token
+            torch.testing.assert_close(model(y[:, i:i + 1], last_only=True, cache=cache), whole[:, i:i + 1], rtol=0,
+                                       atol=1e-5)
+        with pytest.raises(ValueError):  # past the window's room
+            model(y[:, :1], cache=cache)
+
+
+@pytest.mark.parametrize("max_context", [1, 2, 0])
+def test_beam_search_plans_alike_with_and_without_the_cache(max_context):
+    # an untrained model; the window moves once per planned transition (max_context 1, 2) or never (0: the block)
+    torch.manual_seed(0)
+    model = tt.TrajectoryGPT(transition_dim=5, n_bins=10, block_size=44, dim=32, n_layers=2, n_heads=2,
+                             dropout=0.0).eval()
+    disc = tt.Discretizer(torch.linspace(-1, 1, 11)[:, None].repeat(1, 5))
+    prefix = torch.randint(0, 10, (3, 2 * 5 + 2))  # two transitions of context and a two-dimensional state
+    plans = [tt.beam_plan(model, disc, prefix, obs_dim=2, act_dim=1, horizon=4, beam_width=3, n_expand=2, gamma=0.9,
+                          cdf_act=0.6, max_context=max_context, generator=torch.Generator().manual_seed(1),
+                          cache=cache) for cache in (True, False)]
+    assert torch.equal(plans[0][0], plans[1][0])
+    torch.testing.assert_close(plans[0][1], plans[1][1], rtol=0, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Smoke: end to end, in-process, on a small planner
 # ----------------------------------------------------------------------------------------------
@@ -152,11 +205,15 @@ def test_train_smoke(tiny_hopper, tmp_path):
     args = tt.Args(dataset=tiny_hopper, total_steps=200, eval_every=100, eval_episodes=2, log_every=50,
                    checkpoint_every=100, batch_size=16, runs_dir=str(tmp_path / "runs"), progress=False, **SMALL)
     result = tt.train(args)
-    _, records, _ = check_finished_run(tt, args, result, loss_key="loss/model", networks=("model",),
+    run_dir, records, _ = check_finished_run(tt, args, result, loss_key="loss/model", networks=("model",),
                                        finite=("loss/model", "loss/actor"))
     plan_times = [r for r in records if "plan_s_per_step" in r]
     assert [r["step"] for r in plan_times] == [100, 200] and all(r["plan_s_per_step"] > 0 for r in plan_times)
     assert result["plan_s_per_step"] > 0 and result["device"] == "cpu"
+    # the loop load_policy's docstring shows a user acts as evaluation does (one episode, its seed)
+    env_spec = load_dataset(tiny_hopper).env_spec
+    first = evaluate(tt.load_policy(run_dir), env_spec, 1, seed=args.seed)
+    assert docstring_loop_return(tt, run_dir, env_spec, eval_seed(args.seed, 0)) == float(first[0])
 
 
 # ----------------------------------------------------------------------------------------------
