@@ -13,6 +13,12 @@ medium, expert) it is that policy's score as it acted while logging (epsilon-gre
 is the mixture of snapshots the level holds. Computed from the data, so it needs the datasets built (or downloaded)
 but no environment. The file maps each dataset id to its numbers and is updated in place: datasets not named keep
 their entries.
+
+For a `stitch/` level logged by one policy (medium, expert) the entry also gives that policy acting without its
+exploration (greedy DQN, the SAC actor's mean), `greedy_score`, from the evaluation that selected it
+(benchmarks/suite/policies/<env>/manifest.json, `deterministic`, 100 episodes): the scripts evaluate their own
+policies greedily, so this is the score a perfect copy of the behaviour would get here. The two can differ a lot:
+Acrobot's medium DQN swings up only thanks to its epsilon-greedy noise.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.suite import build as suite  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
 
 
@@ -43,6 +50,20 @@ def episode_returns(rewards: np.ndarray, starts: np.ndarray, lengths: np.ndarray
     return np.array([rewards[s:s + n].sum(dtype=np.float64) for s, n in zip(starts, lengths)])
 
 
+def greedy_score(dataset_id: str, ref_min: float | None, ref_max: float | None) -> float | None:
+    """The normalized score of a single-policy stitch level's behaviour acting greedily (its manifest's record);
+    None for other datasets, mixtures (medium-replay, medium-expert) and uniform random data."""
+    try:
+        env_name, level = suite.parse_id(dataset_id)
+    except ValueError:
+        return None
+    if level not in ("medium", "expert") or ref_min is None or ref_max is None:
+        return None
+    manifest = suite.load_manifest(suite.ENVS[env_name].policy_dir)
+    record = manifest[level].get("deterministic")
+    return None if record is None else 100 * (record["mean"] - ref_min) / (ref_max - ref_min)
+
+
 def behaviour_entry(dataset_id: str) -> dict:
     data = load_dataset(dataset_id)
     returns = episode_returns(data.rewards, data.episode_starts, data.episode_lengths)
@@ -53,6 +74,7 @@ def behaviour_entry(dataset_id: str) -> dict:
     if data.ref_min_score is not None and data.ref_max_score is not None:
         scores = 100 * (returns - data.ref_min_score) / (data.ref_max_score - data.ref_min_score)
         entry.update(score_mean=float(scores.mean()), score_std=float(scores.std()))
+    entry["greedy_score"] = greedy_score(dataset_id, data.ref_min_score, data.ref_max_score)
     return entry
 
 
@@ -73,8 +95,9 @@ def main(args: Args) -> None:
             raise SystemExit(f"error: {e}") from None
         e = table[d]
         score = "no reference scores" if e["score_mean"] is None else f"{e['score_mean']:.1f} ± {e['score_std']:.1f}"
+        greedy = "" if e["greedy_score"] is None else f"; acting greedily {e['greedy_score']:.1f}"
         print(f"{d}: {e['episodes']} episodes, return {e['return_mean']:.1f} ± {e['return_std']:.1f}, "
-              f"normalized {score}", flush=True)
+              f"normalized {score}{greedy}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(dict(sorted(table.items())), indent=1) + "\n")

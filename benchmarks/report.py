@@ -253,30 +253,39 @@ def average_cell(res: Results, variant: Variant, score: Callable[[dict], float])
     return f"{np.mean([np.mean([score(r) for r in rs]) for rs in runs]):.1f} (seeds differ)"
 
 
-def behaviour_cell(res: Results, dataset: str) -> str:
-    entry = (res.behaviour or {}).get(dataset)
-    if not entry or entry.get("score_mean") is None:
-        return "—"
-    return f"{entry['score_mean']:.1f} ± {entry['score_std']:.1f}"
+def behaviour_columns(res: Results) -> list[str]:
+    """The behaviour's columns: the data's own score, and the logging policy acting greedily where known."""
+    if res.behaviour is None:
+        return []
+    greedy = any((res.behaviour.get(d) or {}).get("greedy_score") is not None for d in res.datasets)
+    return ["behaviour (data)"] + (["behaviour, greedy"] if greedy else [])
 
 
-def behaviour_average(res: Results) -> str:
-    cells = [(res.behaviour or {}).get(d, {}).get("score_mean") for d in res.datasets]
-    return "—" if None in cells else f"{np.mean(cells):.1f}"
+def behaviour_cells(res: Results, dataset: str, columns: list[str]) -> list[str]:
+    entry = (res.behaviour or {}).get(dataset) or {}
+    cells = ["—" if entry.get("score_mean") is None else f"{entry['score_mean']:.1f} ± {entry['score_std']:.1f}"]
+    greedy = entry.get("greedy_score")
+    cells.append("—" if greedy is None else f"{greedy:.1f}")
+    return cells[:len(columns)]
+
+
+def behaviour_averages(res: Results, columns: list[str]) -> list[str]:
+    data = [(res.behaviour or {}).get(d, {}).get("score_mean") for d in res.datasets]
+    return (["—" if None in data else f"{np.mean(data):.1f}"] + ["—"])[:len(columns)]
 
 
 def score_table(res: Results, score: Callable[[dict], float]) -> list[str]:
-    first = ["behaviour (data)"] if res.behaviour is not None else []
+    first = behaviour_columns(res)
     header = ["| dataset | " + " | ".join(first + [res.labels[v] for v in res.variants]) + " |",
               "|---|" + "---|" * (len(first) + len(res.variants))]
     rows = []
     for d in res.datasets:
         cells = [f"{fmt([score(r) for r in rs])} (n={len(rs)})" if (rs := res.cells.get((v, d))) else "—"
                  for v in res.variants]
-        rows.append(f"| {d} | " + " | ".join([behaviour_cell(res, d)] * len(first) + cells) + " |")
+        rows.append(f"| {d} | " + " | ".join(behaviour_cells(res, d, first) + cells) + " |")
     if len(res.datasets) > 1:
         rows.append("| **average over datasets** | " + " | ".join(
-            [behaviour_average(res)] * len(first) + [average_cell(res, v, score) for v in res.variants]) + " |")
+            behaviour_averages(res, first) + [average_cell(res, v, score) for v in res.variants]) + " |")
     return header + rows
 
 
@@ -326,9 +335,12 @@ def report_markdown(res: Results, plots: dict[str, Path], base: Path, command: s
               f"mean ± std over n seeds ({seeds} per cell); each evaluation averages {episodes_text}."
               + (" The average row averages each seed's scores over the datasets (— where a column misses a "
                  "dataset)." if len(res.datasets) > 1 else "")
-              + (" The behaviour column is the data's own score: the normalized mean return of the dataset's "
-                 "episodes, ± std over its episodes (benchmarks/behaviour.py); the same in every table."
-                 if res.behaviour is not None else ""),
+              + (" Behaviour (data): the data's own score, the normalized mean return of the dataset's episodes "
+                 "± std over its episodes (benchmarks/behaviour.py); the same in every table."
+                 if res.behaviour is not None else "")
+              + (" Behaviour, greedy: the policy that logged a single-policy level, acting without its exploration "
+                 "noise as the scripts' evaluations act (its manifest's 100-episode evaluation)."
+                 if len(behaviour_columns(res)) > 1 else ""),
               "", f"Mean of each run's evaluations over the last {LATE_FRACTION:.0%} of its updates (the final one "
               "included; less noisy than the single final evaluation), mean ± std over seeds:", ""]
     lines += score_table(res, late_score)

@@ -324,7 +324,7 @@ def test_algos_selects_columns_and_names_a_missing_one(tmp_path):
 def test_behaviour_column_from_the_data(tmp_path, tiny_cartpole):
     """benchmarks/behaviour.py scores the data's episodes by hand; report.py shows it first in every table."""
     from benchmarks.behaviour import Args as BehaviourArgs
-    from benchmarks.behaviour import behaviour_entry, episode_returns
+    from benchmarks.behaviour import behaviour_entry, episode_returns, greedy_score
     from benchmarks.behaviour import main as behaviour_main
     from common.data import load_dataset
 
@@ -342,6 +342,11 @@ def test_behaviour_column_from_the_data(tmp_path, tiny_cartpole):
     behaviour_main(BehaviourArgs(datasets=[tiny_cartpole], out=str(out)))
     table = json.loads(out.read_text())
     assert table["B"] == {"score_mean": 7.0, "score_std": 1.0} and tiny_cartpole in table  # merged, not replaced
+    assert table[tiny_cartpole]["greedy_score"] is None  # not a stitch level
+    manifest = json.loads((ROOT / "benchmarks/suite/policies/acrobot/manifest.json").read_text())
+    greedy = manifest["medium"]["deterministic"]["mean"]
+    assert greedy_score("stitch/acrobot/medium-v0", -500.0, -90.0) == pytest.approx(100 * (greedy + 500) / 410)
+    assert greedy_score("stitch/acrobot/medium-replay-v0", -500.0, -90.0) is None  # a mixture of snapshots
 
     table["A"] = {"score_mean": 3.0, "score_std": 0.5}
     out.write_text(json.dumps(table))
@@ -350,5 +355,11 @@ def test_behaviour_column_from_the_data(tmp_path, tiny_cartpole):
     assert text.splitlines()[0] == "| dataset | behaviour (data) | bc |"
     assert text.count("| A | 3.0 ± 0.5 | 10.0 (n=1) |") == 3 and "| **average over datasets** | 5.0 |" in text
     assert f"--behaviour {out}" in text
+    # the greedy column appears where an entry knows the logging policy's greedy score
+    table["A"]["greedy_score"] = 9.0
+    out.write_text(json.dumps(table))
+    text = report(tmp_path, records, behaviour=str(out))
+    assert text.splitlines()[0] == "| dataset | behaviour (data) | behaviour, greedy | bc |"
+    assert "| A | 3.0 ± 0.5 | 9.0 | 10.0 (n=1) |" in text and "| B | 7.0 ± 1.0 | — | 20.0 (n=1) |" in text
     with pytest.raises(SystemExit, match="has no entry for C"):
         report(tmp_path, records + [record("bc", "C", 0, 1.0)], behaviour=str(out))
