@@ -478,7 +478,7 @@ def train_dynamics(model: EnsembleDynamics, obs: np.ndarray, act: np.ndarray, ne
     # fused: one kernel per parameter tensor for Adam's whole step (a third of the time of torch's default loop on
     # CPU; the same update up to float rounding)
     opt = torch.optim.Adam(model.parameters(), lr=args.dynamics_lr, fused=device.type in ("cpu", "cuda"))
-    loss_fn = torch.compile(dynamics_loss) if compile else dynamics_loss
+    loss_fn = torch.compile(dynamics_loss, dynamic=False) if compile else dynamics_loss
     boot = train[torch.randint(0, n_train, (E, n_train), generator=generator).to(device)]  # a resample per member
     best = torch.full((E,), 1e10)  # as MBPO: the first epoch always improves
     best_state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -38,7 +38,10 @@ RTOL, ATOL = 1e-4, 1e-5
 # Adam's first steps move a weight by about its learning rate whatever the size of its gradient, so a weight whose
 # gradient is ~1e-9 (the tail of a U-Net's ~10^6 weights: diffuser's) moves by a fraction of lr = 2e-4 on float32
 # round-off alone, eager against compiled (measured: 3.6e-5 after one update, where the gradient was 5e-10 vs 2e-10)
-WEIGHT_ATOL = {"diffuser": 1e-4}
+# mopo, combo: --compile also compiles the dynamics ensemble's training loss, whose float32 rounding differs from
+# eager by ~1e-7 per step; over its epochs the model's predictions drift by ~1e-4, and the rollouts, the model
+# buffer and the agent trained on them carry it (measured: 7.9e-5 in the model buffer's states).
+WEIGHT_ATOL = {"diffuser": 1e-4, "mopo": 1e-3, "combo": 1e-3}
 
 
 def flags(algo: str, runs: Path, *extra: str) -> list[str]:
@@ -62,6 +65,10 @@ def assert_close(a, b, path: str = "checkpoint", atol: float = ATOL) -> None:
         assert isinstance(b, (list, tuple)) and len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
             assert_close(x, y, f"{path}[{i}]", atol)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= atol + RTOL * abs(b), f"{path}: {a} != {b}"
+    elif isinstance(a, str) and a.startswith("{") and isinstance(b, str):  # metrics a checkpoint keeps as JSON
+        assert_close(json.loads(a), json.loads(b), path, atol)
     else:
         assert_same_state(a, b, path)
 
