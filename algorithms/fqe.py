@@ -122,9 +122,17 @@ class TargetPolicy:
     high: torch.Tensor | None = None
 
     @torch.no_grad()
+    def act(self, obs: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """The module's actions, `chunk` rows at a time: a policy may hold a [B, N] intermediate (SPIBB's
+        pseudo-counts compare every state with the data's N states), too big for a whole dataset at once."""
+        if len(obs) <= chunk:
+            return self.module(obs)
+        return torch.cat([self.module(obs[i:i + chunk]) for i in range(0, len(obs), chunk)])
+
+    @torch.no_grad()
     def probs(self, obs: torch.Tensor) -> torch.Tensor:
         """Discrete: pi(. | s) [B, n] = eps / n + (1 - eps) one_hot(a_pi(s))."""
-        greedy = self.module(obs).long().reshape(-1)
+        greedy = self.act(obs).long().reshape(-1)
         p = torch.full((len(obs), self.n_actions), self.noise / self.n_actions, device=obs.device)
         return p.scatter_add_(1, greedy[:, None], torch.full_like(p[:, :1], 1.0 - self.noise))
 
@@ -132,7 +140,7 @@ class TargetPolicy:
     def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
         """Continuous: a_pi(s) [B, act_dim] as the environment takes it (the policy's [-1, 1] mapped to [low, high]
         as common.evaluation.env_actions maps it; unchanged where that is [-1, 1])."""
-        a = self.module(obs).float().reshape(len(obs), -1)
+        a = self.act(obs).float().reshape(len(obs), -1)
         if bool((self.low == -1).all() and (self.high == 1).all()):
             return a
         return self.low + (a.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)

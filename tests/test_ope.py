@@ -331,3 +331,21 @@ def test_ope_and_fqe_run_on_a_built_continuous_set(minari_root, tmp_path):
     result = fqe.train(fqe.Args(policy=str(run), dataset="stitch/hopper/medium-v0", total_steps=50, target_std=0.1,
                                 device="cpu"))
     assert np.isfinite(result["value"]) and result["normalized"] is not None
+
+
+def test_target_policy_acts_on_large_batches_in_chunks():
+    """A whole dataset goes through the policy 1024 rows at a time (SPIBB's policy holds a [B, N] matrix)."""
+    from algorithms.fqe import TargetPolicy
+
+    sizes = []
+
+    class Greedy(torch.nn.Module):
+        def forward(self, obs):
+            sizes.append(len(obs))
+            return (obs[:, 0] > 0).long()
+
+    obs = torch.randn(2500, 3)
+    target = TargetPolicy(module=Greedy(), n_actions=2, noise=0.0)
+    probs = target.probs(obs)
+    assert sizes == [1024, 1024, 452]
+    assert torch.equal(probs.argmax(-1), (obs[:, 0] > 0).long())
