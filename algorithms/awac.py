@@ -1,4 +1,4 @@
-"""AWAC: Advantage-Weighted Actor-Critic (offline phase).
+"""AWAC: Advantage-Weighted Actor-Critic (offline, then optionally online).
 
 Nair, Gupta, Dalal, Levine. "AWAC: Accelerating Online Reinforcement Learning with Offline Datasets."
 arXiv:2006.09359, 2020. Authors' code: github.com/rail-berkeley/rlkit (rlkit/torch/sac/awac_trainer.py,
@@ -38,8 +38,18 @@ Implementation details (all from the authors' code unless marked "deviation"):
  7. No reward scaling, no observation normalization (rlkit's `reward_scale=1`).
  8. Deviation: batch 1024 as configured (`batch_size=1024`); rlkit's offline pretraining loop
     (`pretrain_q_with_bc_data`) actually draws `bc_batch_size` = 128 samples per update.
- 9. Deviation: only the offline phase. rlkit pretrains 50k updates (`q_num_pretrain2_steps`) before
-    online fine-tuning; this script trains offline for `total_steps` (1M, the D4RL convention).
+ 9. Offline to online (`--online-steps N`, 0 by default: offline only, which then runs exactly as without the
+    flag). Deviation: rlkit pretrains 50k updates (`q_num_pretrain2_steps`); this script trains offline for
+    `total_steps` (1M, the D4RL convention) and then, as rlkit and CORL's AWAC fine-tuning, takes N environment
+    steps, each with a ~ pi(.|s) sampled (its own generator, saved in checkpoints) and clipped to [-1, 1] (rlkit's
+    environment wrapper clips), appending the transition to the same buffer as the data (`Buffer.add`; rlkit loads
+    the data into its replay buffer too), then `--utd-ratio` updates (rlkit: 1 per step) on minibatches drawn
+    uniformly from data and online rows together. Only terminations stop bootstrapping; time limits end the episode.
+    Evaluation goes on every --eval-every updates (each record also has `env_step`); each finished online episode
+    logs `online/return`, `online/score` and `online/regret` (CORL's cumulative regret, common/online.py). Resume is
+    exact across the switch and inside the online phase: the checkpoint holds the online rows, the generator and the
+    running episode's actions, replayed from the episode's seeded reset (common/online.py). `--compile` applies to
+    the offline updates; the online ones run eager.
 10. Deviation: evaluation runs 10 episodes every 5,000 updates; the score is the final evaluation.
 
 Default hyperparameters are rlkit's AWAC MuJoCo settings (examples/awac/mujoco/awac1.py) with lambda = 1.0,
@@ -48,6 +58,7 @@ the trainer's default and the value of the D4RL reproductions (d3rlpy, CORL); aw
 Usage:
     python algorithms/awac.py                                        # stitch/hopper/medium-replay-v0
     python algorithms/awac.py --dataset stitch/hopper/medium-v0 --temperature 0.3 --seed 1
+    python algorithms/awac.py --online-steps 250000                  # then fine-tune online (detail 9)
     python algorithms/awac.py --resume runs/awac__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -75,6 +86,7 @@ from common.data import DatasetError, load_dataset  # noqa: E402
 from common.evaluation import Evaluator  # noqa: E402
 from common.fast import adam, fast_update  # noqa: E402
 from common.interrupt import StopSignal, resume_command  # noqa: E402
+from common.online import OnlineEnv, require_environment  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -86,7 +98,12 @@ class Args:
     seed: int = 0
     """Seed for network init, minibatch sampling, policy samples and evaluation."""
     total_steps: int = 1_000_000
-    """Number of gradient updates."""
+    """Number of offline gradient updates (before the online phase, if any)."""
+    online_steps: int = 0
+    """Environment steps of online fine-tuning after the offline updates, each followed by --utd-ratio updates
+    (0: offline only)."""
+    utd_ratio: int = 1
+    """Updates per online environment step (update-to-data ratio; rlkit's AWAC: 1)."""
     batch_size: int = 1024
     """Minibatch size (also the number of samples the weights are normalized over)."""
     hidden_dim: int = 256
@@ -139,6 +156,13 @@ def check_args(args: Args) -> None:
             args.temperature)
     require(args.actor_weight_decay >= 0.0, "actor_weight_decay", "must be >= 0", args.actor_weight_decay)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
+    require(isinstance(args.online_steps, int) and args.online_steps >= 0, "online_steps", "must be an integer >= 0",
+            args.online_steps)
+    require(isinstance(args.utd_ratio, int) and args.utd_ratio >= 1, "utd_ratio", "must be an integer >= 1",
+            args.utd_ratio)
+    require(args.online_steps == 0 or args.eval_episodes == 0 or args.total_steps % args.eval_every == 0,
+            "eval_every", "must divide --total-steps with --online-steps (the offline score is the evaluation at "
+            "the switch)", args.eval_every)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,17 +275,28 @@ def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "awac")
-        args = resumed_args(Args, args, "awac", state)  # the run continues with its own saved settings
+        online_run = json.loads(state["args"]).get("online_steps", 0) > 0
+        args = resumed_args(Args, args, "awac", state,  # the run continues with its own saved settings
+                            fixed_length="the online phase starts after --total-steps updates" if online_run else None)
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
     # Data: raw rewards, raw observations, like rlkit.
     data = load_dataset(args.dataset, download=args.download, continuous=True)
-    evaluator = Evaluator(data, args, "awac")  # says at start if it cannot evaluate or score
+    if args.online_steps > 0:
+        require_environment(data)  # before anything else is said about the data
+    total_updates = args.total_steps + args.online_steps * args.utd_ratio  # offline, then online (detail 9)
+    evaluator = Evaluator(data, dataclasses.replace(args, total_steps=total_updates), "awac")  # says what it cannot do
     if data.actions.dtype.kind != "f":
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; awac.py needs continuous actions")
-    buffer = Buffer.from_dataset(data, device=device, seed=args.seed)
+    buffer = Buffer.from_dataset(data, device=device, seed=args.seed,
+                                 capacity=len(data) + args.online_steps if args.online_steps else None)
+    env = explore_gen = None
+    if args.online_steps > 0:  # the environment and the generator of the exploring actions (detail 9)
+        env = OnlineEnv(data, args.seed, evaluator.score)
+        explore_gen = torch.Generator(device=device)
+        explore_gen.manual_seed(args.seed + 2)
 
     q = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
     q_target = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim).to(device)
@@ -277,12 +312,15 @@ def train(args: Args) -> dict:
             for name, obj in (("q", q), ("q_target", q_target), ("policy", policy), ("q_opt", q_opt),
                               ("pi_opt", pi_opt), ("buffer", buffer)):
                 obj.load_state_dict(state[name])
+            if env is not None:
+                explore_gen.set_state(state["explore_rng"])
+                env.load_state_dict(state["online_env"])  # replays the running episode: the env as it was
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
         set_rng_state(state["rng"])
         step, evals = int(state["step"]), json.loads(state["evals"])
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("awac", args.dataset, args.seed)
-    run = Run(run_dir, args, "awac", args.total_steps, step, args.track, progress=args.progress)
+    run = Run(run_dir, args, "awac", total_updates, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
     def update() -> dict[str, torch.Tensor]:
@@ -309,37 +347,61 @@ def train(args: Args) -> dict:
         return {"loss/q": qf_loss, "loss/actor": pi_loss, "adv_mean": adv.mean(), "adv_std": adv.std(),
                 "weight_max": awac_weights(adv, args.temperature).max(), "q_data": q_data.mean().detach()}
 
+    def env_step() -> None:
+        """One online step: a ~ pi(.|s) clipped to [-1, 1], the transition appended to the buffer."""
+        with torch.no_grad():
+            mean, log_std = policy(torch.as_tensor(env.obs, device=device).unsqueeze(0))
+            eps = torch.randn(mean.shape, device=device, generator=explore_gen)
+            action = (mean + log_std.exp() * eps).clamp(-1, 1)[0].cpu().numpy()
+        obs, reward, next_obs, terminated, ended = env.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated)
+        if ended is not None:
+            run.log(step, {"online/return": ended["return"], "env_step": env.env_steps}
+                    | ({} if ended["score"] is None else {"online/score": ended["score"]})
+                    | ({} if env.regret() is None else {"online/regret": env.regret()}))
+
     policy_fn = policy_function(policy, device)
 
     def save() -> None:
+        online = {} if env is None else {"explore_rng": explore_gen.get_state(), "online_env": env.state_dict()}
         save_checkpoint(run_dir / "checkpoint.pt", {
             "q": q.state_dict(), "q_target": q_target.state_dict(), "policy": policy.state_dict(),
-            "q_opt": q_opt.state_dict(), "pi_opt": pi_opt.state_dict(), "buffer": buffer.state_dict(),
+            "q_opt": q_opt.state_dict(), "pi_opt": pi_opt.state_dict(),
+            "buffer": buffer.state_dict(rows_from=len(data) if env is not None else None),  # + the online rows
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "awac", "args": json.dumps(dataclasses.asdict(args)),
-            "obs_dim": data.obs_dim, "act_dim": data.act_dim})
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim} | online)
+
+    def evaluate_now() -> dict:
+        record = evaluator(policy_fn, step, run)
+        return record if env is None else record | {"env_step": env.env_steps}
 
     update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
     with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
-        while step < args.total_steps:
-            metrics = update_fn()
+        while step < total_updates:
+            if step < args.total_steps:
+                metrics = update_fn()
+            else:  # online: an environment step before every utd_ratio updates, then eager updates (detail 9)
+                if (step - args.total_steps) % args.utd_ratio == 0:
+                    env_step()
+                metrics = update()
             step += 1
             if step % args.log_every == 0:
                 run.log(step, {k: v.item() for k, v in metrics.items()}
                         | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
                 run.advance(args.log_every)
-            if step == args.total_steps:
+            if step == total_updates:
                 save()  # the final checkpoint comes before the final evaluation: a failure there loses nothing
             if evaluator.due(step, evals):
-                evals.append(evaluator(policy_fn, step, run))
+                evals.append(evaluate_now())
             if run.checkpoint_due(step) or stop:
                 save()
             if stop:
                 run.close()
                 raise stop.exit(resume_command(__file__, run_dir), step)
     if evaluator.due(step, evals):  # resumed from a final checkpoint whose evaluation did not finish
-        evals.append(evaluator(policy_fn, step, run))
+        evals.append(evaluate_now())
         save()
     run.advance(step - run.progress.n)
     final = evals[-1] if evals else {"score": None, "return": None}  # no evaluation: losses only
@@ -348,6 +410,11 @@ def train(args: Args) -> dict:
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "train_metrics": run.training_metrics(),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
+    if env is not None:
+        offline = next((e for e in evals if e["step"] == args.total_steps), None)
+        result["online"] = {"env_steps": env.env_steps, "episodes": env.finished, "regret": env.regret(),
+                            "offline_score": None if offline is None else offline["score"]}
+        env.close()
     run.write_json("result.json", result)
     run.close()
     shown = ("no evaluation" if final["return"] is None else f"final return {final['return']:.1f}"

@@ -57,6 +57,17 @@ Implementation details (all from the authors' code unless marked "deviation"):
 11. Deviation: evaluation runs 10 episodes every 5,000 updates (the official code runs 1,000 evaluation
     steps every 1,000 updates), and the score is the final evaluation. Training is 1M updates (the paper's
     count; the official script's 3000 epochs x 1000 updates is 3M).
+12. Offline to online (`--online-steps N`, 0 by default: offline only, which then runs exactly as without the
+    flag): after the offline updates, N environment steps, each taking a ~ pi(.|s) (sampled with its own generator,
+    saved in checkpoints) in the dataset's environment, appending the transition to the same buffer as the data
+    (`Buffer.add`), then `--utd-ratio` updates on minibatches drawn uniformly from data and online rows together
+    (CORL's CQL fine-tuning: one buffer, one step then one update). Only terminations stop bootstrapping; time limits
+    end the episode. Evaluation goes on every --eval-every updates (each record also has `env_step`); each finished
+    online episode logs `online/return`, `online/score` and `online/regret` (CORL's cumulative regret,
+    common/online.py). Resume is exact across the switch and inside the online phase: the checkpoint holds the
+    online rows, the generator and the running episode's actions, which are replayed from the episode's seeded reset
+    (common/online.py). `--compile` applies to the offline updates; the online ones run eager (the buffer's size
+    changes every step). cal_ql.py fine-tunes the same way with the calibrated bound and the Cal-QL mixing of data.
 
 Default hyperparameters are the official D4RL script (examples/cql_mujoco_new.py) with the README's
 recommendation for Gym-MuJoCo: alpha_cql (min_q_weight) 5.0 without Lagrange, policy lr 1e-4, Q lr 3e-4,
@@ -76,6 +87,7 @@ Usage:
     python algorithms/cql.py --lagrange-threshold 10 --regularizer-weight 1   # CQL-Lagrange, as in the paper
     python algorithms/cql.py --dataset stitch/hopper/medium-v0 --bc-steps 0 --regularizer-weight 10 --init torch \
         --target-action mean --update-order critic-first --log-std-min -20   # d3rlpy's CQL settings
+    python algorithms/cql.py --online-steps 250000                   # then fine-tune online (detail 12)
     python algorithms/cql.py --resume runs/cql__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -103,6 +115,7 @@ from common.data import DatasetError, load_dataset, return_range_scale  # noqa: 
 from common.evaluation import Evaluator  # noqa: E402
 from common.fast import adam, fast_update  # noqa: E402
 from common.interrupt import StopSignal, resume_command  # noqa: E402
+from common.online import OnlineEnv, require_environment  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -114,7 +127,12 @@ class Args:
     seed: int = 0
     """Seed for network init, minibatch sampling, policy and uniform samples, and evaluation."""
     total_steps: int = 1_000_000
-    """Number of gradient updates."""
+    """Number of offline gradient updates (before the online phase, if any)."""
+    online_steps: int = 0
+    """Environment steps of online fine-tuning after the offline updates, each followed by --utd-ratio updates
+    (0: offline only)."""
+    utd_ratio: int = 1
+    """Updates per online environment step (update-to-data ratio; CORL's fine-tuning: 1)."""
     batch_size: int = 256
     """Minibatch size."""
     hidden_dim: int = 256
@@ -206,6 +224,13 @@ def check_args(args: Args) -> None:
             args.update_order)
     require(math.isfinite(args.log_std_min) and args.log_std_min < LOG_STD_MAX, "log_std_min",
             f"must be a number below the log-std ceiling {LOG_STD_MAX}", args.log_std_min)
+    require(isinstance(args.online_steps, int) and args.online_steps >= 0, "online_steps", "must be an integer >= 0",
+            args.online_steps)
+    require(isinstance(args.utd_ratio, int) and args.utd_ratio >= 1, "utd_ratio", "must be an integer >= 1",
+            args.utd_ratio)
+    require(args.online_steps == 0 or args.eval_episodes == 0 or args.total_steps % args.eval_every == 0,
+            "eval_every", "must divide --total-steps with --online-steps (the offline score is the evaluation at "
+            "the switch)", args.eval_every)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,18 +377,29 @@ def train(args: Args) -> dict:
     state = None
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "cql")
-        args = resumed_args(Args, args, "cql", state)  # the run continues with its own saved settings
+        online_run = json.loads(state["args"]).get("online_steps", 0) > 0
+        args = resumed_args(Args, args, "cql", state,  # the run continues with its own saved settings
+                            fixed_length="the online phase starts after --total-steps updates" if online_run else None)
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
     # Data: raw rewards (optionally rescaled), raw observations, like the official code.
     data = load_dataset(args.dataset, download=args.download, continuous=True)
-    evaluator = Evaluator(data, args, "cql")  # says at start if it cannot evaluate or score
+    if args.online_steps > 0:
+        require_environment(data)  # before anything else is said about the data
+    total_updates = args.total_steps + args.online_steps * args.utd_ratio  # offline, then online (detail 12)
+    evaluator = Evaluator(data, dataclasses.replace(args, total_steps=total_updates), "cql")  # says what it cannot do
     if data.actions.dtype.kind != "f":
         raise DatasetError(f"dataset {args.dataset!r} has discrete actions; cql.py needs continuous actions in [-1, 1]")
     scale = return_range_scale(data) if args.reward_scale else 1.0
-    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
+    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale,
+                                 capacity=len(data) + args.online_steps if args.online_steps else None)
+    env = explore_gen = None
+    if args.online_steps > 0:  # the environment and the generator of the exploring actions (detail 12)
+        env = OnlineEnv(data, args.seed, evaluator.score)
+        explore_gen = torch.Generator(device=device)
+        explore_gen.manual_seed(args.seed + 2)
     obs_dim, act_dim, n_act = data.obs_dim, data.act_dim, args.num_action_samples
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
     lagrange = args.lagrange_threshold >= 0
@@ -388,6 +424,9 @@ def train(args: Args) -> dict:
                               ("pi_opt", pi_opt), ("alpha_opt", alpha_opt), ("alpha_prime_opt", alpha_prime_opt),
                               ("buffer", buffer)):
                 obj.load_state_dict(state[name])
+            if env is not None:
+                explore_gen.set_state(state["explore_rng"])
+                env.load_state_dict(state["online_env"])  # replays the running episode: the env as it was
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
         with torch.no_grad():
@@ -396,7 +435,7 @@ def train(args: Args) -> dict:
         set_rng_state(state["rng"])
         step, evals = int(state["step"]), json.loads(state["evals"])
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("cql", args.dataset, args.seed)
-    run = Run(run_dir, args, "cql", args.total_steps, step, args.track, progress=args.progress)
+    run = Run(run_dir, args, "cql", total_updates, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
     # The two halves of an update, defined here rather than inside update(): torch.compile (2.13) fails on a graph
@@ -481,39 +520,63 @@ def train(args: Args) -> dict:
             torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
         return actor_metrics | critic_metrics | {"entropy": -new_logp.mean().detach()}
 
+    def env_step() -> None:
+        """One online step: a ~ pi(.|s) from the exploring generator, the transition appended to the buffer."""
+        with torch.no_grad():
+            mean, log_std = policy(torch.as_tensor(env.obs, device=device).unsqueeze(0))
+            eps = torch.randn(mean.shape, device=device, generator=explore_gen)
+            action = torch.tanh(mean + log_std.exp() * eps)[0].cpu().numpy()
+        obs, reward, next_obs, terminated, ended = env.step(action)
+        buffer.add(obs, action, reward * scale, next_obs, terminated)
+        if ended is not None:
+            run.log(step, {"online/return": ended["return"], "env_step": env.env_steps}
+                    | ({} if ended["score"] is None else {"online/score": ended["score"]})
+                    | ({} if env.regret() is None else {"online/regret": env.regret()}))
+
     policy_fn = policy_function(policy, device)
 
     def save() -> None:
+        online = {} if env is None else {"explore_rng": explore_gen.get_state(), "online_env": env.state_dict()}
         save_checkpoint(run_dir / "checkpoint.pt", {
             "q": q.state_dict(), "q_target": q_target.state_dict(), "policy": policy.state_dict(),
             "log_alpha": log_alpha.detach(), "log_alpha_prime": log_alpha_prime.detach(), "q_opt": q_opt.state_dict(),
             "pi_opt": pi_opt.state_dict(), "alpha_opt": alpha_opt.state_dict(),
-            "alpha_prime_opt": alpha_prime_opt.state_dict(), "buffer": buffer.state_dict(),
+            "alpha_prime_opt": alpha_prime_opt.state_dict(),
+            "buffer": buffer.state_dict(rows_from=len(data) if env is not None else None),  # + the online rows
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "cql", "args": json.dumps(dataclasses.asdict(args)),
-            "obs_dim": obs_dim, "act_dim": act_dim, "reward_scale": scale})
+            "obs_dim": obs_dim, "act_dim": act_dim, "reward_scale": scale} | online)
+
+    def evaluate_now() -> dict:
+        record = evaluator(policy_fn, step, run)
+        return record if env is None else record | {"env_step": env.env_steps}
 
     update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
     with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
-        while step < args.total_steps:
-            metrics = update_fn(bc=step < args.bc_steps)
+        while step < total_updates:
+            if step < args.total_steps:
+                metrics = update_fn(bc=step < args.bc_steps)
+            else:  # online: an environment step before every utd_ratio updates, then eager updates (detail 12)
+                if (step - args.total_steps) % args.utd_ratio == 0:
+                    env_step()
+                metrics = update(bc=step < args.bc_steps)
             step += 1
             if step % args.log_every == 0:
                 run.log(step, {k: v.item() for k, v in metrics.items()}
                         | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
                 run.advance(args.log_every)
-            if step == args.total_steps:
+            if step == total_updates:
                 save()  # the final checkpoint comes before the final evaluation: a failure there loses nothing
             if evaluator.due(step, evals):
-                evals.append(evaluator(policy_fn, step, run))
+                evals.append(evaluate_now())
             if run.checkpoint_due(step) or stop:
                 save()
             if stop:
                 run.close()
                 raise stop.exit(resume_command(__file__, run_dir), step)
     if evaluator.due(step, evals):  # resumed from a final checkpoint whose evaluation did not finish
-        evals.append(evaluator(policy_fn, step, run))
+        evals.append(evaluate_now())
         save()
     run.advance(step - run.progress.n)
     final = evals[-1] if evals else {"score": None, "return": None}  # no evaluation: losses only
@@ -522,6 +585,11 @@ def train(args: Args) -> dict:
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "train_metrics": run.training_metrics(),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
+    if env is not None:
+        offline = next((e for e in evals if e["step"] == args.total_steps), None)
+        result["online"] = {"env_steps": env.env_steps, "episodes": env.finished, "regret": env.regret(),
+                            "offline_score": None if offline is None else offline["score"]}
+        env.close()
     run.write_json("result.json", result)
     run.close()
     shown = ("no evaluation" if final["return"] is None else f"final return {final['return']:.1f}"

@@ -27,6 +27,18 @@ Implementation details (all from the authors' code unless marked "deviation"):
  7. The twin Q-functions are one batched ensemble module (weights [2, in, out]): one matmul per layer.
  8. Deviation: evaluation runs 10 episodes every 5,000 updates like the paper, but the score is the
     final evaluation, not an average over the last evaluations.
+ 9. Offline to online (`--online-steps N`, 0 by default: offline only, which then runs exactly as without the
+    flag), as the paper fine-tunes on AntMaze and CORL's IQL fine-tuning does: after the offline updates, N
+    environment steps, each taking a ~ N(tanh(mu(s)), std^2) clipped to [-1, 1] (sampled with its own generator,
+    saved in checkpoints) in the dataset's environment, appending the transition (reward scaled as the data's, action
+    clipped as in 3) to the same buffer as the data (`Buffer.add`), then `--utd-ratio` updates on minibatches drawn
+    uniformly from data and online rows together. With an online phase the actor's cosine decay runs over all the
+    run's updates (offline and online), so its learning rate is not 0 when fine-tuning starts. Only terminations stop
+    bootstrapping; time limits end the episode. Evaluation goes on every --eval-every updates (each record also has
+    `env_step`); each finished online episode logs `online/return`, `online/score` and `online/regret` (CORL's
+    cumulative regret, common/online.py). Resume is exact across the switch and inside the online phase: the
+    checkpoint holds the online rows, the generator and the running episode's actions, replayed from the episode's
+    seeded reset (common/online.py). `--compile` applies to the offline updates; the online ones run eager.
 
 Default hyperparameters are the paper's Gym-MuJoCo settings (configs/mujoco_config.py): expectile
 0.7, inverse temperature 3.0, lr 3e-4, batch 256, gamma 0.99, 1M updates.
@@ -34,6 +46,7 @@ Default hyperparameters are the paper's Gym-MuJoCo settings (configs/mujoco_conf
 Usage:
     python algorithms/iql.py                                         # stitch/hopper/medium-replay-v0
     python algorithms/iql.py --dataset stitch/hopper/medium-v0 --seed 1 --total-steps 200000
+    python algorithms/iql.py --online-steps 250000                   # then fine-tune online (detail 9)
     python algorithms/iql.py --resume runs/iql__stitch-hopper-medium-replay-v0__s0__20261121-120000
 """
 
@@ -61,6 +74,7 @@ from common.data import DatasetError, load_dataset, return_range_scale  # noqa: 
 from common.evaluation import Evaluator  # noqa: E402
 from common.fast import adam, fast_update  # noqa: E402
 from common.interrupt import StopSignal, resume_command  # noqa: E402
+from common.online import OnlineEnv, require_environment  # noqa: E402
 from common.logging import Run, git_commit, run_name  # noqa: E402
 from common.vocabulary import upgrade_args  # noqa: E402
 
@@ -72,7 +86,12 @@ class Args:
     seed: int = 0
     """Seed for network init, minibatch sampling and evaluation."""
     total_steps: int = 1_000_000
-    """Number of gradient updates."""
+    """Number of offline gradient updates (before the online phase, if any)."""
+    online_steps: int = 0
+    """Environment steps of online fine-tuning after the offline updates, each followed by --utd-ratio updates
+    (0: offline only)."""
+    utd_ratio: int = 1
+    """Updates per online environment step (update-to-data ratio; CORL's fine-tuning: 1)."""
     batch_size: int = 256
     """Minibatch size."""
     hidden_dim: int = 256
@@ -132,6 +151,13 @@ def check_args(args: Args) -> None:
     require(args.max_weight > 0.0, "max_weight", "must be positive", args.max_weight)
     require(args.hidden_dim > 0, "hidden_dim", "must be a positive integer", args.hidden_dim)
     require(args.init in ("orthogonal", "torch"), "init", "must be 'orthogonal' or 'torch'", args.init)
+    require(isinstance(args.online_steps, int) and args.online_steps >= 0, "online_steps", "must be an integer >= 0",
+            args.online_steps)
+    require(isinstance(args.utd_ratio, int) and args.utd_ratio >= 1, "utd_ratio", "must be an integer >= 1",
+            args.utd_ratio)
+    require(args.online_steps == 0 or args.eval_episodes == 0 or args.total_steps % args.eval_every == 0,
+            "eval_every", "must divide --total-steps with --online-steps (the offline score is the evaluation at "
+            "the switch)", args.eval_every)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,10 +273,19 @@ def train(args: Args) -> dict:
 
     # Data: rewards rescaled by the return range, dataset actions clipped inside (-1, 1).
     data = load_dataset(args.dataset, download=args.download, continuous=True)
-    evaluator = Evaluator(data, args, "iql")  # says at start if it cannot evaluate or score
+    if args.online_steps > 0:
+        require_environment(data)  # before anything else is said about the data
+    total_updates = args.total_steps + args.online_steps * args.utd_ratio  # offline, then online (detail 9)
+    evaluator = Evaluator(data, dataclasses.replace(args, total_steps=total_updates), "iql")  # says what it cannot do
     scale = return_range_scale(data) if args.reward_scale else 1.0
-    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale)
+    buffer = Buffer.from_dataset(data, device=device, seed=args.seed, rewards=data.rewards * scale,
+                                 capacity=len(data) + args.online_steps if args.online_steps else None)
     buffer.actions.clamp_(-1 + 1e-5, 1 - 1e-5)
+    env = explore_gen = None
+    if args.online_steps > 0:  # the environment and the generator of the exploring actions (detail 9)
+        env = OnlineEnv(data, args.seed, evaluator.score)
+        explore_gen = torch.Generator(device=device)
+        explore_gen.manual_seed(args.seed + 2)
 
     ortho = args.init == "orthogonal"
     q = EnsembleQ(data.obs_dim, data.act_dim, args.hidden_dim, orthogonal=ortho).to(device)
@@ -262,7 +297,7 @@ def train(args: Args) -> dict:
     q_opt = adam(q.parameters(), args.critic_lr, device)
     v_opt = adam(value.parameters(), args.critic_lr, device)
     pi_opt = adam(policy.parameters(), args.actor_lr, device)
-    pi_sched = torch.optim.lr_scheduler.CosineAnnealingLR(pi_opt, T_max=args.total_steps)
+    pi_sched = torch.optim.lr_scheduler.CosineAnnealingLR(pi_opt, T_max=total_updates)
 
     step, evals = 0, []
     if state is not None:
@@ -270,12 +305,15 @@ def train(args: Args) -> dict:
             for name, obj in (("q", q), ("q_target", q_target), ("value", value), ("policy", policy), ("q_opt", q_opt),
                               ("v_opt", v_opt), ("pi_opt", pi_opt), ("pi_sched", pi_sched), ("buffer", buffer)):
                 obj.load_state_dict(state[name])
+            if env is not None:
+                explore_gen.set_state(state["explore_rng"])
+                env.load_state_dict(state["online_env"])  # replays the running episode: the env as it was
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{args.resume}: checkpoint does not match this script's networks ({e})") from e
         set_rng_state(state["rng"])
         step, evals = int(state["step"]), json.loads(state["evals"])
     run_dir = Path(args.resume) if args.resume else Path(args.runs_dir) / run_name("iql", args.dataset, args.seed)
-    run = Run(run_dir, args, "iql", args.total_steps, step, args.track, progress=args.progress)
+    run = Run(run_dir, args, "iql", total_updates, step, args.track, progress=args.progress)
     run.write_json("args.json", dataclasses.asdict(args))
 
     def update() -> dict[str, torch.Tensor]:  # one whole update; the loop below steps the actor's schedule
@@ -304,39 +342,64 @@ def train(args: Args) -> dict:
             torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), args.tau)
         return {"loss/value": v_loss, "loss/actor": pi_loss, "loss/q": qf_loss, "adv_mean": adv.mean()}
 
+    def env_step() -> None:
+        """One online step: a ~ N(tanh(mu(s)), std^2) clipped to [-1, 1], the transition appended to the buffer."""
+        with torch.no_grad():
+            mean = torch.tanh(policy.mu(torch.as_tensor(env.obs, device=device).unsqueeze(0)))
+            std = policy.log_std.clamp(policy.log_std_min, policy.log_std_max).exp()
+            eps = torch.randn(mean.shape, device=device, generator=explore_gen)
+            action = (mean + std * eps).clamp(-1, 1)[0].cpu().numpy()
+        obs, reward, next_obs, terminated, ended = env.step(action)
+        buffer.add(obs, action.clip(-1 + 1e-5, 1 - 1e-5), reward * scale, next_obs, terminated)
+        if ended is not None:
+            run.log(step, {"online/return": ended["return"], "env_step": env.env_steps}
+                    | ({} if ended["score"] is None else {"online/score": ended["score"]})
+                    | ({} if env.regret() is None else {"online/regret": env.regret()}))
+
     policy_fn = policy_function(policy, device)
 
     def save() -> None:
+        online = {} if env is None else {"explore_rng": explore_gen.get_state(), "online_env": env.state_dict()}
         save_checkpoint(run_dir / "checkpoint.pt", {
             "q": q.state_dict(), "q_target": q_target.state_dict(), "value": value.state_dict(),
             "policy": policy.state_dict(), "q_opt": q_opt.state_dict(), "v_opt": v_opt.state_dict(),
-            "pi_opt": pi_opt.state_dict(), "pi_sched": pi_sched.state_dict(), "buffer": buffer.state_dict(),
+            "pi_opt": pi_opt.state_dict(), "pi_sched": pi_sched.state_dict(),
+            "buffer": buffer.state_dict(rows_from=len(data) if env is not None else None),  # + the online rows
             "rng": rng_state(), "step": step, "evals": json.dumps(evals),
             "algo": "iql", "args": json.dumps(dataclasses.asdict(args)),
-            "obs_dim": data.obs_dim, "act_dim": data.act_dim, "reward_scale": scale})
+            "obs_dim": data.obs_dim, "act_dim": data.act_dim, "reward_scale": scale} | online)
+
+    def evaluate_now() -> dict:
+        record = evaluator(policy_fn, step, run)
+        return record if env is None else record | {"env_step": env.env_steps}
 
     update_fn = fast_update(update, device, args.compile, generators=[buffer.generator])  # --compile: common/fast.py
     start_time, start_step = time.time(), step
     with StopSignal() as stop:  # Ctrl-C or SIGTERM: finish the update, checkpoint, say how to resume
-        while step < args.total_steps:
-            metrics = update_fn()
+        while step < total_updates:
+            if step < args.total_steps:
+                metrics = update_fn()
+            else:  # online: an environment step before every utd_ratio updates, then eager updates (detail 9)
+                if (step - args.total_steps) % args.utd_ratio == 0:
+                    env_step()
+                metrics = update()
             pi_sched.step()
             step += 1
             if step % args.log_every == 0:
                 run.log(step, {k: v.item() for k, v in metrics.items()}
                         | {"updates_per_s": (step - start_step) / (time.time() - start_time)})
                 run.advance(args.log_every)
-            if step == args.total_steps:
+            if step == total_updates:
                 save()  # the final checkpoint comes before the final evaluation: a failure there loses nothing
             if evaluator.due(step, evals):
-                evals.append(evaluator(policy_fn, step, run))
+                evals.append(evaluate_now())
             if run.checkpoint_due(step) or stop:
                 save()
             if stop:
                 run.close()
                 raise stop.exit(resume_command(__file__, run_dir), step)
     if evaluator.due(step, evals):  # resumed from a final checkpoint whose evaluation did not finish
-        evals.append(evaluator(policy_fn, step, run))
+        evals.append(evaluate_now())
         save()
     run.advance(step - run.progress.n)
     final = evals[-1] if evals else {"score": None, "return": None}  # no evaluation: losses only
@@ -345,6 +408,11 @@ def train(args: Args) -> dict:
               "updates_per_s": (step - start_step) / max(time.time() - start_time, 1e-9),
               "train_metrics": run.training_metrics(),
               "git_commit": git_commit(), "args": dataclasses.asdict(args)}
+    if env is not None:
+        offline = next((e for e in evals if e["step"] == args.total_steps), None)
+        result["online"] = {"env_steps": env.env_steps, "episodes": env.finished, "regret": env.regret(),
+                            "offline_score": None if offline is None else offline["score"]}
+        env.close()
     run.write_json("result.json", result)
     run.close()
     shown = ("no evaluation" if final["return"] is None else f"final return {final['return']:.1f}"

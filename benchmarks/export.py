@@ -128,6 +128,10 @@ def export(run_dir: str | Path, fmt: str = "torchscript", out: str | Path | None
     if fmt not in ("torchscript", "onnx"):
         raise RunError(f"--format {fmt}: choose torchscript or onnx")
     run = load_run_policy(run_dir)
+    if hasattr(run.policy, "reset"):  # a sequence model: its action depends on the episode so far, not obs alone
+        raise RunError(f"algorithms/{run.algo}.py's policy acts on the episode's history (returns, observations and "
+                       f"actions so far), not on an observation alone: export writes observation -> action policies "
+                       f"only; use load_policy(run_dir).module, which takes that history as tensors")
     module = getattr(run.policy, "module", None)
     if not isinstance(module, torch.nn.Module):
         raise RunError(f"algorithms/{run.algo}.py's load_policy gives no `.module` (an nn.Module whose forward is the "

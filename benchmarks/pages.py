@@ -69,6 +69,10 @@ FAMILIES = {
     "iql": "in-sample value", "sql": "in-sample value", "eql": "in-sample value", "xql": "in-sample value",
     "awr": "weighted regression", "awac": "weighted regression", "crr": "weighted regression",
     "onestep": "one-step",
+    "cal_ql": "offline-to-online",
+    "mopo": "model-based", "combo": "model-based",
+    "dt": "sequence model", "tt": "sequence model",
+    "diffuser": "sequence model",
 }
 VENUES = r"NeurIPS|ICLR|ICML|CoRL|AAAI|IJCAI|AISTATS|UAI|JMLR|TMLR|Nature|Science|L4DC"
 
@@ -118,11 +122,16 @@ def paper_of(doc: str) -> str:
     return f"{head} ({m.group(0)})" if head else m.group(0)
 
 
+# Scripts in algorithms/ that train no policy: the off-policy evaluators estimate a saved policy's value, so they have
+# no score, speed or default run for the algorithm table.
+EVALUATORS = ("fqe", "ope")
+
+
 def scripts() -> list[Script]:
-    """Every script in algorithms/, read from its source (nothing is imported)."""
+    """Every script in algorithms/ that trains a policy, read from its source (nothing is imported)."""
     out = []
     for path in sorted((ROOT / "algorithms").glob("*.py")):
-        if path.name.startswith("_"):
+        if path.name.startswith("_") or path.stem in EVALUATORS:
             continue
         tree = ast.parse(path.read_text())
         doc = ast.get_docstring(tree) or path.stem

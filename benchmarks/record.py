@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.run_policy import RunError, load_run_policy  # noqa: E402
 from common.data import DatasetError, load_dataset  # noqa: E402
-from common.evaluation import env_actions, eval_seed, flatten_obs, make_env  # noqa: E402
+from common.evaluation import env_actions, eval_seed, flatten_obs, make_env, observe_step, start_episodes  # noqa: E402
 
 INSTALL_GL = ("on Linux without a display install EGL (apt-get install libegl1; MUJOCO_GL=egl) or OSMesa "
               "(apt-get install libosmesa6; MUJOCO_GL=osmesa)")
@@ -110,12 +110,14 @@ def record(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, 
     for i in range(episodes):
         obs, _ = env.reset(seed=eval_seed(seed, i))
         frames, total, t, done = [env.render()], 0.0, 0, False
+        start_episodes(policy, 1)  # a policy that keeps the episode's history starts a new one
         while not done and (max_steps is None or t < max_steps):
             action = env_actions(np.asarray(policy(flatten_obs(obs)[None])), env.action_space)[0]
             if isinstance(env.action_space, gym.spaces.Discrete):
                 action = int(action)
             obs, reward, term, trunc, _ = env.step(action)
             total, t, done = total + float(reward), t + 1, term or trunc
+            observe_step(policy, [reward], [done])
             if t % every == 0 or done:  # the last frame too: how the episode ended
                 frames.append(env.render())
         all_frames.append(frames)

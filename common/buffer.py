@@ -67,7 +67,14 @@ class Buffer:
         return self.size
 
     def sample(self, batch_size: int) -> Batch:
-        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+        return self.at(self.indices(batch_size))
+
+    def indices(self, batch_size: int) -> torch.Tensor:
+        """`batch_size` uniform row indices, drawn on the device from the buffer's generator (what `sample` draws)."""
+        return torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+
+    def at(self, idx: torch.Tensor) -> Batch:
+        """The transitions at rows `idx` (for a script that also reads its own per-row values at the same rows)."""
         return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.dones[idx])
 
     def add(self, obs, action, reward, next_obs, done) -> None:
@@ -81,10 +88,19 @@ class Buffer:
         self.insert = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def state_dict(self) -> dict:
-        """Sampling state (generator, fill level) for checkpoints; the data itself comes from the dataset."""
-        return {"generator": self.generator.get_state(), "size": self.size, "insert": self.insert}
+    def state_dict(self, rows_from: int | None = None) -> dict:
+        """Sampling state (generator, fill level) for checkpoints; the data itself comes from the dataset. With
+        `rows_from`, also the rows from there on (those `add` appended online, which no dataset holds)."""
+        state = {"generator": self.generator.get_state(), "size": self.size, "insert": self.insert}
+        if rows_from is not None:
+            state["rows_from"] = rows_from
+            for name in Batch._fields:
+                state[name] = getattr(self, name)[rows_from:self.size].cpu()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.size, self.insert = int(state["size"]), int(state["insert"])
+        if "rows_from" in state:
+            for name in Batch._fields:
+                getattr(self, name)[state["rows_from"]:self.size].copy_(state[name])  # in place: storage kept

@@ -414,6 +414,43 @@ def load_dataset(dataset_id: str, download: bool = False, continuous: bool = Fal
     return data
 
 
+BEHAVIOR_KEYS = ("behavior_log_prob", "behavior_probs")  # per-action infos the stitch suite records
+
+
+def load_behavior(data: Dataset) -> np.ndarray | None:
+    """The behaviour policy's recorded probability of every logged action of `data` (as `load_dataset` returned
+    it), aligned with its flat arrays: log-densities [N] float64 (`behavior_log_prob`, Box actions) or the
+    probabilities of all actions [N, n_actions] float64 (`behavior_probs`, Discrete actions), read from the
+    episodes' infos; None when the dataset records neither (remote ids, PointMaze, datasets built before)."""
+    ds = load_minari(data.dataset_id)
+    rows, key = [], None
+    for ep in ds.iterate_episodes():
+        n = len(ep.rewards)
+        infos = ep.infos or {}
+        found = [k for k in BEHAVIOR_KEYS if k in infos]
+        if key is None:
+            if not found:
+                return None  # checked on the first episode: a dataset records them for every episode or none
+            key = found[0]
+        elif key not in infos:
+            raise DatasetError(f"dataset {data.dataset_id!r}, episode {ep.id}: no infos[{key!r}], which the episodes "
+                               f"before it record")
+        if n == 0:
+            continue
+        value = np.asarray(infos.get(key), dtype=np.float64)
+        if len(value) != n:
+            raise DatasetError(f"dataset {data.dataset_id!r}, episode {ep.id}: infos[{key!r}] has {len(value)} rows "
+                               f"but rewards has {n}")
+        rows.append(value)
+    if key is None or not rows:
+        return None
+    out = np.concatenate(rows)
+    if len(out) != len(data) or not np.isfinite(out).all():
+        raise DatasetError(f"dataset {data.dataset_id!r}: infos[{key!r}] has {len(out)} rows (expected {len(data)}) "
+                           f"or non-finite values")
+    return out
+
+
 def check_dataset(data: Dataset, spaces: tuple[gym.Space, gym.Space] | None = None) -> None:
     """Raise DatasetError for non-finite values or shapes that do not match the environment (or, for a dataset
     that records none, the observation and action `spaces` it records).

@@ -12,6 +12,12 @@ policy returns the argmax of its scores; anything else (a float that is not a wh
 range) is a ValueError that names the action. Each
 episode runs in its own environment copy, reset with seeds from a range that dataset builds and
 training never use, so evaluations are repeatable and disjoint from training.
+
+A policy that acts on the episode so far (a sequence model such as a Decision Transformer) may have two methods,
+which `evaluate` calls (`start_episodes` and `observe_step` below) and a policy without them never sees:
+`policy.reset(n)` before the first step of `n` new episodes run in lockstep, and `policy.observe(rewards, ended)`
+after each step, with the reward of each row of the batch it was just called with and whether that row's episode
+ended; the next call's rows are those that did not end, in the same order.
 """
 
 from __future__ import annotations
@@ -93,6 +99,20 @@ def discrete_actions(actions: np.ndarray, n: int, n_actions: int) -> list[int]:
     return ints.tolist()
 
 
+def start_episodes(policy: Callable, n: int) -> None:
+    """Tell a policy that keeps a history (one with `reset`) that `n` new episodes start; others need nothing."""
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset(n)
+
+
+def observe_step(policy: Callable, rewards, ended) -> None:
+    """Give a policy that keeps a history (one with `observe`) each row's reward and whether its episode ended."""
+    observe = getattr(policy, "observe", None)
+    if observe is not None:
+        observe(np.asarray(rewards, dtype=np.float32), np.asarray(ended, dtype=bool))
+
+
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int, seed: int = 0,
              max_envs: int = 50, episode_info: dict | None = None) -> np.ndarray:
     """Undiscounted return of `episodes` episodes, run up to `max_envs` at a time in lockstep.
@@ -113,19 +133,23 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_spec, episodes: int
         discrete = isinstance(space, gym.spaces.Discrete)
         totals, running = np.zeros(n), list(range(n))
         steps, ended_by_term = np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
+        start_episodes(policy, n)
         while running:
             actions = env_actions(np.asarray(policy(np.stack([obs[i] for i in running]).astype(np.float32))), space)
             if discrete:
                 actions = discrete_actions(actions, len(running), int(space.n))
-            still = []
+            still, rewards, ended = [], [], []
             for i, a in zip(running, actions):
                 o, r, term, trunc, _ = envs[i].step(a)
                 totals[i] += float(r)
                 steps[i] += 1
                 ended_by_term[i] = bool(term)
                 obs[i] = flatten_obs(o)
+                rewards.append(float(r))
+                ended.append(bool(term or trunc))
                 if not (term or trunc):
                     still.append(i)
+            observe_step(policy, rewards, ended)
             running = still
         for env in envs:
             env.close()

@@ -60,16 +60,22 @@ class Adam(torch.optim.Adam):
             g.update(lr=torch.tensor(float(g["lr"]), device=device), capturable=capturable, fused=fused)
 
 
-def adam(params: Iterable, lr: float, device: torch.device, weight_decay: float = 0.0, eps: float = 1e-8) -> Adam:
+def adam(params: Iterable, lr: float, device: torch.device, weight_decay: float = 0.0, eps: float = 1e-8,
+         decoupled_weight_decay: bool = False, betas: tuple[float, float] = (0.9, 0.999)) -> Adam:
     """Adam with its learning rate as a tensor (a scheduler changes it in place, so a compiled update is not
     recompiled and a captured one reads the new value), fused, and capturable on CUDA. `eps`: Adam's epsilon
-    (torch's default 1e-8; the DQN family's Atari settings use larger ones)."""
+    (torch's default 1e-8; the DQN family's Atari settings use larger ones). `decoupled_weight_decay=True`: AdamW
+    (weights shrink by lr * weight_decay each step, apart from the gradient) rather than an L2 term in it. `params`
+    may be parameter groups (dicts), each with its own `weight_decay`."""
     lr_t = torch.tensor(float(lr), device=device)
     cuda = torch.device(device).type == "cuda"
+    params = list(params)  # tried twice below
+    kw = dict(lr=lr_t, weight_decay=weight_decay, eps=eps, capturable=cuda,
+              decoupled_weight_decay=decoupled_weight_decay, betas=betas)
     try:
-        return Adam(params, lr=lr_t, weight_decay=weight_decay, eps=eps, fused=True, capturable=cuda)
+        return Adam(params, fused=True, **kw)
     except (RuntimeError, TypeError):  # a device without a fused kernel
-        return Adam(params, lr=lr_t, weight_decay=weight_decay, eps=eps, capturable=cuda)
+        return Adam(params, **kw)
 
 
 class _Graphed:

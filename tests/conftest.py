@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -109,3 +112,86 @@ def kill_at_call(monkeypatch, owner, name: str, n: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, wrapper)
+
+
+def check_stop_in_dynamics_training(script: ModuleType, dataset: str, tmp_path: Path, monkeypatch, capsys,
+                                    flags: dict) -> None:
+    """A model-based script (mopo.py, combo.py) sent SIGINT while its dynamics model trains (at the end of epoch 2)
+    finishes the step in progress, saves the training's state, says how to resume and exits with 130; killed
+    later in its training (in epoch 8, after the checkpoint of epoch 5), it loses the epochs since; resumed, it
+    ends with the dynamics model, the agent and the results of a run never interrupted."""
+    name = script.__name__.rsplit(".", 1)[-1]
+    flags = flags | dict(total_steps=100, eval_every=100, checkpoint_every=100, max_dynamics_epochs=12,
+                         max_epochs_since_update=20, dynamics_checkpoint_every=5)
+    clean = script.train(script.Args(dataset=dataset, runs_dir=str(tmp_path / "clean"), **flags))
+    (clean_dir,) = (tmp_path / "clean").iterdir()
+    clean_log = json.loads((clean_dir / "dynamics.json").read_text())
+    assert clean_log["epochs"] == 12 and not (clean_dir / "dynamics_training.pt").exists()
+
+    real = script.holdout_mse
+    calls = []
+
+    def signal_at_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C; the script's handler only sets a flag
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(script, "holdout_mse", signal_at_epoch_2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        script.train(script.Args(dataset=dataset, runs_dir=str(tmp_path / "stopped"), **flags))
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    (run_dir,) = (tmp_path / "stopped").iterdir()
+    assert re.search(r"dynamics: training stopped in epoch 3 \(after \d+ examples per member\)", err), err
+    assert "stopped at update 0 by SIGINT; checkpoint written. Resume with:" in err, err
+    assert f"algorithms/{name}.py --resume " in err and run_dir.name in err
+    assert not (run_dir / "dynamics.pt").exists() and load_checkpoint(run_dir / "checkpoint.pt")["step"] == 0
+    assert load_checkpoint(run_dir / "dynamics_training.pt")["epoch"] == 2
+
+    # resumed, then killed (as SIGKILL would) in epoch 8: the state on disk is epoch 5's
+    monkeypatch.setattr(script, "holdout_mse", real)
+    kill_at_call(monkeypatch, script, "holdout_mse", 6)  # the 6th epoch after the stop: epoch 8
+    with pytest.raises(KeyboardInterrupt):
+        script.train(script.Args(resume=str(run_dir), progress=False))
+    assert load_checkpoint(run_dir / "dynamics_training.pt")["epoch"] == 5
+    monkeypatch.setattr(script, "holdout_mse", real)
+    resumed = script.train(script.Args(resume=str(run_dir), progress=False))
+    assert not (run_dir / "dynamics_training.pt").exists()
+    log = json.loads((run_dir / "dynamics.json").read_text())
+    assert log["epochs_log"] == clean_log["epochs_log"]
+    assert log["holdout_mse"] == clean_log["holdout_mse"] and log["elites"] == clean_log["elites"]
+    a, b = load_checkpoint(run_dir / "dynamics.pt"), load_checkpoint(clean_dir / "dynamics.pt")
+    assert a["dynamics"].keys() == b["dynamics"].keys()
+    assert all(torch.equal(a["dynamics"][k], b["dynamics"][k]) for k in a["dynamics"])
+    assert resumed["evals"] == clean["evals"] and resumed["final_score"] == clean["final_score"]
+    final, ref = load_checkpoint(run_dir / "checkpoint.pt"), load_checkpoint(clean_dir / "checkpoint.pt")
+    for net in ("q", "q_target", "policy", "q_opt"):
+        assert all(torch.equal(final[net][k], ref[net][k]) for k in ref[net] if isinstance(ref[net][k], torch.Tensor))
+
+
+def docstring_loop_return(script: ModuleType, run_dir: Path, env_spec, seed: int) -> float:
+    """Run the acting loop that `script.load_policy`'s docstring shows a user, verbatim (its `run_dir`, and its
+    reset seed replaced by `seed`), for one episode; its return."""
+    import textwrap
+
+    import numpy as np
+
+    from common.evaluation import make_env
+
+    doc = script.load_policy.__doc__
+    lines = doc[doc.index("policy = "):doc.index("if term or trunc: break") + len("if term or trunc: break")]
+    code = textwrap.dedent("        " + lines).replace("env.reset(seed=0)", f"env.reset(seed={seed})")
+    env, total = make_env(env_spec), [0.0]
+    step = env.step
+
+    def counted(action):
+        out = step(action)
+        total[0] += float(out[1])
+        return out
+
+    env.step = counted
+    exec(code, {script.__name__.split(".")[-1]: script, "run_dir": run_dir, "env": env, "np": np})
+    env.close()
+    return total[0]

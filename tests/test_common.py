@@ -211,6 +211,36 @@ def test_evaluate_returns_one_return_per_episode_deterministically():
     assert len(set(r1.tolist())) == 5  # every episode starts from its own state
 
 
+def test_evaluate_tells_a_stateful_policy_when_episodes_start_and_what_each_step_earned():
+    """A policy with reset/observe (a sequence model's) hears of every new set of episodes and gets each row's reward
+    and end after every step; rows that ended leave the next call, in order."""
+
+    class Stateful:
+        def __init__(self):
+            self.resets, self.earned, self.rows = [], [], None
+
+        def reset(self, n):
+            self.resets.append(n)
+            self.rows = list(range(len(self.earned), len(self.earned) + n))  # which episode each row is
+            self.earned += [0.0] * n
+
+        def __call__(self, obs):
+            assert len(obs) == len(self.rows)
+            return np.where(obs[:, 2:3] > 0, 1, 0)  # push toward the pole's lean (CartPole)
+
+        def observe(self, rewards, ended):
+            assert rewards.dtype == np.float32 and ended.dtype == bool and len(rewards) == len(self.rows)
+            for row, r in zip(self.rows, rewards):
+                self.earned[row] += float(r)
+            self.rows = [row for row, e in zip(self.rows, ended) if not e]
+
+    policy = Stateful()
+    returns = evaluate(policy, gym.spec("CartPole-v1"), episodes=5, seed=0, max_envs=2)
+    assert policy.resets == [2, 2, 1] and policy.rows == []  # every episode ended and left
+    np.testing.assert_allclose(policy.earned, returns)  # each reward reached the row of its own episode
+    assert len(set(returns.tolist())) > 1
+
+
 def test_evaluate_maps_unit_actions_to_the_env_bounds():
     # Pendulum's torque is in [-2, 2]: a policy output of 0.5 must reach the environment as 1.0
     spec = gym.spec("Pendulum-v1")

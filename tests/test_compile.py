@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import ALGOS, DISCRETE_ALGOS, ROOT, args_fields, assert_same_state, only_run_dir, run_in_process
+from test_resume import (ALGOS, DISCRETE_ALGOS, ROOT, SMALL_FLAGS, args_fields, assert_same_state, only_run_dir,
+                         run_in_process)
 
 from torch._dynamo.utils import counters
 
@@ -34,29 +35,40 @@ pytestmark = pytest.mark.compile
 STEPS, STOP_AFTER = 30, 10
 DEVICE = os.environ.get("STITCH_TEST_DEVICE", "cpu")
 RTOL, ATOL = 1e-4, 1e-5
+# Adam's first steps move a weight by about its learning rate whatever the size of its gradient, so a weight whose
+# gradient is ~1e-9 (the tail of a U-Net's ~10^6 weights: diffuser's) moves by a fraction of lr = 2e-4 on float32
+# round-off alone, eager against compiled (measured: 3.6e-5 after one update, where the gradient was 5e-10 vs 2e-10)
+# mopo, combo: --compile also compiles the dynamics ensemble's training loss, whose float32 rounding differs from
+# eager by ~1e-7 per step; over its epochs the model's predictions drift by ~1e-4, and the rollouts, the model
+# buffer and the agent trained on them carry it (measured: 7.9e-5 in the model buffer's states).
+WEIGHT_ATOL = {"diffuser": 1e-4, "mopo": 1e-3, "combo": 1e-3}
 
 
 def flags(algo: str, runs: Path, *extra: str) -> list[str]:
-    small = ["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []
+    small = (["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []) + SMALL_FLAGS.get(algo, [])
     dataset = "test/cartpole/tiny-v0" if algo in DISCRETE_ALGOS else "test/hopper/tiny-v0"
     return ["--dataset", dataset, "--seed", "1", "--total-steps", str(STEPS), "--eval-every",
             str(STEPS), "--eval-episodes", "0", "--log-every", "5", "--checkpoint-every", str(STEPS),
             "--batch-size", "32", "--no-progress", "--runs-dir", str(runs), "--device", DEVICE, *small, *extra]
 
 
-def assert_close(a, b, path: str = "checkpoint") -> None:
-    """Tensors equal to RTOL/ATOL (integer tensors and everything else exactly), recursively."""
+def assert_close(a, b, path: str = "checkpoint", atol: float = ATOL) -> None:
+    """Tensors equal to RTOL/`atol` (integer tensors and everything else exactly), recursively."""
     if isinstance(a, torch.Tensor) and a.is_floating_point():
         assert isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype, path
-        assert torch.allclose(a, b, rtol=RTOL, atol=ATOL), f"{path}: max difference {(a - b).abs().max():.3g}"
+        assert torch.allclose(a, b, rtol=RTOL, atol=atol), f"{path}: max difference {(a - b).abs().max():.3g}"
     elif isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
         for k in a:
-            assert_close(a[k], b[k], f"{path}[{k!r}]")
+            assert_close(a[k], b[k], f"{path}[{k!r}]", atol)
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
-            assert_close(x, y, f"{path}[{i}]")
+            assert_close(x, y, f"{path}[{i}]", atol)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= atol + RTOL * abs(b), f"{path}: {a} != {b}"
+    elif isinstance(a, str) and a.startswith("{") and isinstance(b, str):  # metrics a checkpoint keeps as JSON
+        assert_close(json.loads(a), json.loads(b), path, atol)
     else:
         assert_same_state(a, b, path)
 
@@ -104,7 +116,8 @@ def check_compiled_equals_eager(algo: str, tmp_path: Path, monkeypatch) -> None:
     e, c = load_checkpoint(eager / "checkpoint.pt"), load_checkpoint(compiled / "checkpoint.pt")
     assert e["step"] == c["step"] == STEPS
     assert json.loads(c["args"])["compile"] and not json.loads(e["args"])["compile"]
-    assert_close({k: v for k, v in e.items() if k != "args"}, {k: v for k, v in c.items() if k != "args"})
+    assert_close({k: v for k, v in e.items() if k != "args"}, {k: v for k, v in c.items() if k != "args"},
+                 atol=WEIGHT_ATOL.get(algo, ATOL))
     le, lc = losses(eager), losses(compiled)
     assert [r["step"] for r in le] == [r["step"] for r in lc] == list(range(5, STEPS + 1, 5))
     for re_, rc in zip(le, lc):

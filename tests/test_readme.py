@@ -87,11 +87,24 @@ def check_with_help(script: Path, flags: list[str], where: str) -> None:
         assert flag in result.stdout, f"the README gives `python {where}` the flag {flag}, which it does not know"
 
 
+def evaluate_shortened(module, args, dataset: str, out: Path) -> None:
+    """fqe.py / ope.py as the README runs them, on the tiny dataset (which records no behaviour probabilities, so
+    the importance weights use the estimated behaviour) with a few updates; the estimate must be written."""
+    small = dict(dataset=dataset, total_steps=20, fqe_steps=20, bc_steps=20, log_every=10, hidden_dim=32,
+                 batch_size=32, device="cpu", behavior="estimated", out=str(out))
+    fields = {f.name for f in dataclasses.fields(args)}
+    args = dataclasses.replace(args, **{k: v for k, v in small.items() if k in fields})
+    (getattr(module, "train", None) or module.run)(args)
+    assert out.is_file(), f"`{module.__name__}` wrote no estimate to --out"
+
+
 def shortened(args, dataset: str, runs_dir: Path):
     fields = {f.name for f in dataclasses.fields(args)}
     small = dict(dataset=dataset, runs_dir=str(runs_dir), total_steps=20, eval_every=10, eval_episodes=1, log_every=10,
                  checkpoint_every=20, progress=False, device="cpu", compile=False, track=False)
     small |= {k: v for k, v in dict(hidden_dim=32, batch_size=32).items() if k in fields}
+    if "online_steps" in fields:  # fine-tuning: a few environment steps, as few updates
+        small["online_steps"] = min(args.online_steps, 20)
     return dataclasses.replace(args, **{k: v for k, v in small.items() if k in fields})
 
 
@@ -122,7 +135,11 @@ def test_readme_commands_run(minari_root, tiny_hopper, tmp_path, monkeypatch):
             if target.startswith("algorithms/"):
                 module = load(script)
                 args = parse(module, flags, target)
-                if args is not None:
+                if args is None:
+                    continue
+                if "policy" in {f.name for f in dataclasses.fields(args)}:  # an off-policy evaluator of a run
+                    evaluate_shortened(module, args, tiny_hopper, tmp_path / f"{script.stem}.json")
+                else:
                     module.train(module.Args(resume=args.resume, progress=False))
                 continue
             module = load(script)

@@ -29,7 +29,8 @@ import tyro
 from common.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ["iql", "bc", "td3_bc", "cql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear", "brac"]
+ALGOS = ["iql", "bc", "td3_bc", "cql", "cal_ql", "awr", "awac", "crr", "sql", "eql", "xql", "onestep", "bcq", "bear",
+         "brac", "mopo", "combo", "dt", "tt", "diffuser"]
 DISCRETE_ALGOS = ["bc_discrete", "bcq_discrete", "cql_discrete", "spibb"]  # on a discrete dataset (tiny_cartpole)
 
 TOTAL_STEPS, CHECKPOINT_EVERY, KILL_AT = 300, 50, 100  # killed between its checkpoints at 100 and 300
@@ -48,9 +49,19 @@ def command(algo: str, *flags: str) -> list[str]:
     return [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), *flags]
 
 
+# Flags that only keep a script's test runs small, where its defaults cost minutes on a CPU (a planner at the paper's
+# sizes runs at every environment step). tt: its training windows are 10 transitions of tokens and its planner runs a
+# forward pass per token of a 15-step plan for 128 beams; diffuser: a U-Net of 4 levels over 32 steps, 20 denoising
+# steps, 64 plans per state. Shorter windows and small planners exercise the same code.
+SMALL_FLAGS = {"tt": ["--sequence-length", "3", "--max-context-transitions", "1", "--n-bins", "20",
+                      "--beam-width", "4", "--horizon", "2"],
+               "diffuser": ["--dim-mults", "1", "8", "--horizon", "8", "--diffusion-steps", "4", "--plan-samples", "2"]}
+
+
 def first_run_flags(algo: str) -> list[str]:
-    """The shared flags, plus small networks where the script has `hidden_dim` (only to keep the test fast)."""
-    return COMMON + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else [])
+    """The shared flags, plus small networks where the script has `hidden_dim` and SMALL_FLAGS (only to keep the
+    test fast)."""
+    return COMMON + (["--hidden-dim", "32"] if "hidden_dim" in args_fields(algo) else []) + SMALL_FLAGS.get(algo, [])
 
 
 def environment(minari_root: Path) -> dict:
@@ -183,3 +194,49 @@ def check_interrupt_and_resume(algo: str, sig: signal.Signals, minari_root: Path
         return [(r["step"], tuple(sorted(r))) for r in records]
 
     assert logged(run_dir) == logged(clean_dir)
+
+
+@pytest.mark.parametrize("algo", ["mopo", "combo"])
+def test_ctrl_c_while_the_dynamics_model_trains_resumes_to_an_uninterrupted_run(algo, minari_root, tiny_hopper,
+                                                                                 tmp_path):
+    """The model-based scripts train their dynamics model before the first update: Ctrl-C there stops the process
+    (exit 130, no traceback) with the training's state saved, and the printed command finishes the run as one
+    never interrupted."""
+    flags = first_run_flags(algo) + ["--dynamics-hidden-dim", "16", "--max-dynamics-epochs", "300",
+                                     "--max-epochs-since-update", "300", "--dynamics-checkpoint-every", "1"]
+    runs, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command(algo, "--dataset", tiny_hopper, "--runs-dir", str(runs), *flags),
+                                stdout=out, stderr=subprocess.STDOUT, env=environment(minari_root), cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while not list(runs.glob("*/dynamics_training.pt")):  # a few epochs in
+            assert proc.poll() is None, f"{algo} exited before its dynamics training checkpointed:\n{log.read_text()}"
+            assert time.time() < deadline, f"{algo}: no dynamics_training.pt after 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    out = log.read_text()
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    run_dir = only_run_dir(runs)
+    assert not (run_dir / "dynamics.pt").exists(), "the dynamics training finished before the signal"
+    assert 1 <= load_checkpoint(run_dir / "dynamics_training.pt")["epoch"] < 300
+    assert "stopped at update 0 by SIGINT; checkpoint written. Resume with:" in out, out
+    printed = out.split("Resume with:\n", 1)[1].split("\n", 1)[0].split()
+    assert printed[:3] == ["python", f"algorithms/{algo}.py", "--resume"], printed
+    run_in_process(algo, [*printed[2:], "--no-progress"])
+
+    clean_runs = tmp_path / "clean"
+    run_in_process(algo, ["--dataset", tiny_hopper, "--runs-dir", str(clean_runs), *flags])
+    clean_dir = only_run_dir(clean_runs)
+    for name in ("dynamics.pt", "checkpoint.pt"):  # all but the settings and the dynamics' training time
+        a, b = load_checkpoint(run_dir / name), load_checkpoint(clean_dir / name)
+        assert_same_state({k: v for k, v in a.items() if k not in ("args", "info")},
+                          {k: v for k, v in b.items() if k not in ("args", "info")}, name)
+    dyn_a, dyn_b = (json.loads((d / "dynamics.json").read_text()) for d in (run_dir, clean_dir))
+    assert dyn_a.pop("seconds") > 0 and dyn_b.pop("seconds") > 0
+    assert dyn_a == dyn_b and dyn_a["epochs"] == 300  # the per-epoch losses and holdout MSEs too
+    assert not (run_dir / "dynamics_training.pt").exists()

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_dataset
-from test_resume import (ALGOS, DISCRETE_ALGOS, ROOT, args_fields, assert_same_state, command, only_run_dir,
-                         run_in_process)
+from test_resume import (ALGOS, DISCRETE_ALGOS, ROOT, SMALL_FLAGS, args_fields, assert_same_state, command,
+                         only_run_dir, run_in_process)
 
 from common.checkpoints import CheckpointError, load_checkpoint
 from common.config import ArgumentError, check_runs_dir
@@ -32,7 +32,8 @@ SMALL = ["--seed", "0", "--batch-size", "32", "--log-every", "20", "--checkpoint
 
 
 def small(algo: str, *flags: str) -> list[str]:
-    return [*SMALL, *(["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []), *flags]
+    return [*SMALL, *(["--hidden-dim", "16"] if "hidden_dim" in args_fields(algo) else []), *SMALL_FLAGS.get(algo, []),
+            *flags]
 
 
 def dead_pid() -> int:
@@ -380,7 +381,8 @@ def test_the_bad_input_page_quotes_messages_the_code_prints():
     import re
 
     sources = [*(ROOT / "common").glob("*.py"), ROOT / "algorithms" / "iql.py",
-               ROOT / "benchmarks" / "suite" / "build.py"]
+               ROOT / "benchmarks" / "suite" / "build.py", ROOT / "algorithms" / "ope.py",
+               ROOT / "algorithms" / "fqe.py"]
     code = "".join(p.read_text() for p in sources)
     code = re.sub(r"\"\s*\n\s*(\+\s*)?f?\"", "", code)  # "abc "\n  f"def" -> "abc def"
     page = (ROOT / "docs" / "bad_input.md").read_text()

@@ -185,7 +185,8 @@ def test_writer_matches_minaris_layout(minari_root, tmp_path):
               "description": "f", "data_format": "hdf5"}
     minari.create_dataset_from_buffers("w/hopper/minari-v0", buffer=[
         EpisodeBuffer(seed=ep.seed, observations=ep.observations, actions=ep.actions, rewards=ep.rewards,
-                      terminations=ep.terminations, truncations=ep.truncations) for ep in eps], **kwargs)
+                      terminations=ep.terminations, truncations=ep.truncations, infos=ep.infos) for ep in eps],
+        **kwargs)
     storage = minari.create_dataset_from_buffers("w/hopper/stitch-v0", buffer=[], **kwargs).storage
     with suite._EpisodeWriter(storage) as writer:
         for ep in eps:
@@ -201,8 +202,14 @@ def test_writer_matches_minaris_layout(minari_root, tmp_path):
         assert dict(a.attrs) == dict(b.attrs) and list(a) == list(b)
         assert {k: type(v) for k, v in a.attrs.items()} == {k: type(v) for k, v in b.attrs.items()}
         for key in a:
-            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
-            assert a[key][()].tobytes() == b[key][()].tobytes(), key
+            if isinstance(a[key], h5py.Group):  # the infos: the behaviour's log-density of each action
+                assert list(a[key]) == list(b[key]) == ["behavior_log_prob"]
+                a_items, b_items = [a[key][k] for k in a[key]], [b[key][k] for k in b[key]]
+            else:
+                a_items, b_items = [a[key]], [b[key]]
+            for x, y in zip(a_items, b_items):
+                assert x.dtype == y.dtype and x.shape == y.shape, key
+                assert x[()].tobytes() == y[()].tobytes(), key
     for f in files:
         f.close()
     loaded = [minari.load_dataset(f"w/hopper/{name}-v0") for name in ("minari", "stitch")]

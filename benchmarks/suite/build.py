@@ -54,6 +54,13 @@ PointMaze: a grid planner and a PD controller driving to random goal cells, logg
 for the evaluation goal. How they are made is `benchmarks/suite/maze.py`'s docstring; here they are built in
 parallel segments and written like the other levels.
 
+Every episode of the MuJoCo and discrete levels also records, in its infos, how likely the behaviour was to take
+each logged action (one row per action): `behavior_log_prob` (Box actions; the tanh-Gaussian's log-density with the
+tanh correction, or -act_dim log 2 for uniform actions) or `behavior_probs` (Discrete actions; the epsilon-greedy
+probability of every action), computed from what each step already had: no random draw and no change of batching,
+so the transitions are bit-identical to those built before the field existed. Off-policy evaluation
+(algorithms/ope.py) reads them through `common.data.load_behavior`. PointMaze records none.
+
 Datasets are created with `minari.create_dataset_from_buffers` in a hidden temporary Minari root
 inside the real one; episodes are appended as their groups arrive (by `_EpisodeWriter`, Minari's
 HDF5 layout written through h5py's low-level API, about 3x faster than Minari's writer), and the
@@ -206,6 +213,9 @@ class Episode:
     rewards: np.ndarray       # [T] float64
     terminations: np.ndarray  # [T] bool
     truncations: np.ndarray   # [T] bool
+    infos: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Per-action arrays, one row per action: the behaviour's `behavior_log_prob` [T] float64 (a Box action
+    space) or `behavior_probs` [T, n] float64 (a Discrete one). See `_lockstep`."""
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -213,7 +223,8 @@ class Episode:
     def cut(self, n: int) -> Episode:
         """The first n steps; the last one is marked truncated unless the episode ended there."""
         ep = Episode(self.seed, self.observations[:n + 1], self.actions[:n], self.rewards[:n],
-                     self.terminations[:n].copy(), self.truncations[:n].copy())
+                     self.terminations[:n].copy(), self.truncations[:n].copy(),
+                     {key: value[:n] for key, value in self.infos.items()})
         if not (ep.terminations[-1] or ep.truncations[-1]):
             ep.truncations[-1] = True
         return ep
@@ -240,6 +251,17 @@ def make_envs(env_id: str, n: int = GROUP_ENVS) -> list[gym.Env]:
     return envs
 
 
+BEHAVIOR_KEY = {False: "behavior_log_prob", True: "behavior_probs"}  # discrete? -> the infos key (common/data.py)
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log-density [B] of a = tanh(u), u ~ N(mu, exp(log_std)^2) per dimension, at the pre-tanh sample u [B, d]:
+    sum_d [log N(u_d; mu_d, std_d) - log(1 - tanh(u_d)^2)], with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))."""
+    z = (u - mu) / log_std.exp()
+    log_normal = -0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)
+    return (log_normal - 2 * (np.log(2.0) - u - torch.nn.functional.softplus(-2 * u))).sum(-1)
+
+
 @torch.no_grad()
 def _lockstep(envs: list[gym.Env], policy: Policy | None, seeds: Callable[[int], tuple[int, int]], *,
               n_episodes: int | None = None, n_steps: int | None = None, deterministic: bool = False) -> list[Episode]:
@@ -258,6 +280,14 @@ def _lockstep(envs: list[gym.Env], policy: Policy | None, seeds: Callable[[int],
     deterministic), so the result is too. With `n_steps`, episode k is launched only while its
     estimated start (unfinished episodes before it counted at the mean length of the finished ones)
     is below n_steps, and dropped as soon as its earliest possible start reaches n_steps.
+
+    Each episode's `infos` record how likely the behaviour was to take each logged action, computed from what
+    the step already had (no random draw, no extra batching; the actions are the same as without it):
+    `behavior_log_prob` [T] (Box actions) is the log-density of the action, log N(u; mu, std) - sum log(1 -
+    tanh(u)^2) for a tanh-Gaussian sample a = tanh(u) (SAC's tanh correction, in its stable form), -act_dim *
+    log 2 for uniform actions on [-1, 1]^act_dim, and 0 for `deterministic` actions (a point mass);
+    `behavior_probs` [T, n] (Discrete actions) is the probability of every action: epsilon / n + (1 - epsilon)
+    for the greedy action and epsilon / n for the others (uniform: 1 / n; deterministic: one-hot).
     """
     if (n_steps is None) == (n_episodes is None):
         raise ValueError("give exactly one of n_steps and n_episodes")
@@ -277,6 +307,8 @@ def _lockstep(envs: list[gym.Env], policy: Policy | None, seeds: Callable[[int],
     term = np.zeros((n, horizon), bool)
     trunc = np.zeros((n, horizon), bool)
     noise = np.zeros((n, horizon, noise_dim), np.float32)
+    behavior = (np.zeros((n, horizon, int(space.n)), np.float64) if discrete   # probabilities of every action
+                else np.zeros((n, horizon), np.float64))                         # log-density of the action
     # Bookkeeping over all launched episodes, in index order.
     lengths: list[int] = []            # current length of every launched episode
     ended: list[bool] = []             # finished, or dropped as not needed
@@ -316,23 +348,35 @@ def _lockstep(envs: list[gym.Env], policy: Policy | None, seeds: Callable[[int],
         eps = noise[rows, t]
         if discrete:
             u = torch.from_numpy(eps)
-            a = (dqn.uniform_action(u[:, 1], int(space.n)) if policy is None
-                 else policy.act(torch.from_numpy(obs[rows, t]), u, deterministic)).numpy()
+            if policy is None:
+                a = dqn.uniform_action(u[:, 1], int(space.n)).numpy()
+                probs = np.full((len(active), int(space.n)), 1.0 / int(space.n))
+            else:
+                a = policy.act(torch.from_numpy(obs[rows, t]), u, deterministic).numpy()
+                probs = policy.probs(torch.from_numpy(obs[rows, t]), deterministic)
         elif policy is None:
             a = 2.0 * eps - 1.0  # uniform on [-1, 1]
+            probs = np.full(len(active), -noise_dim * np.log(2.0))  # log of the uniform density 2^-act_dim
         else:
             mu, log_std = policy.dist(torch.from_numpy(obs[rows, t]))
-            a = (torch.tanh(mu) if deterministic else torch.tanh(mu + log_std.exp() * torch.from_numpy(eps))).numpy()
+            if deterministic:
+                a, probs = torch.tanh(mu).numpy(), np.zeros(len(active))
+            else:
+                std_eps = torch.from_numpy(eps)
+                u_pre = mu + log_std.exp() * std_eps
+                a = torch.tanh(u_pre).numpy()
+                probs = tanh_gaussian_log_prob(u_pre.double(), mu.double(), log_std.double()).numpy()
 
         for j, i in enumerate(active):
             k, ti = slot_k[i], slot_t[i]
             next_obs, r, te, tr, _ = envs[i].step(a[j])
-            act[i, ti], obs[i, ti + 1], rew[i, ti] = a[j], next_obs, r
+            act[i, ti], obs[i, ti + 1], rew[i, ti], behavior[i, ti] = a[j], next_obs, r, probs[j]
             term[i, ti], trunc[i, ti] = te, tr and not te  # a terminal step at the time limit is a termination
             slot_t[i] = lengths[k] = ti + 1
             if te or tr:
                 finished[k] = Episode(slot_seed[i], obs[i, :ti + 2].copy(), act[i, :ti + 1].copy(),
-                                      rew[i, :ti + 1].copy(), term[i, :ti + 1].copy(), trunc[i, :ti + 1].copy())
+                                      rew[i, :ti + 1].copy(), term[i, :ti + 1].copy(), trunc[i, :ti + 1].copy(),
+                                      {BEHAVIOR_KEY[discrete]: behavior[i, :ti + 1].copy()})
                 ended[k], slot_k[i] = True, -1
                 done_steps, done_count = done_steps + ti + 1, done_count + 1
 
@@ -486,6 +530,8 @@ class _EpisodeWriter:
                 h5py.h5a.create(group, name, self._int64, self._scalar).write(np.array(value, np.int64))
         for name in self.FIELDS:
             self._write_field(group, name, getattr(ep, name))
+        if getattr(ep, "infos", None):  # the behaviour's action probabilities (maze episodes have none)
+            self._write_field(group, "infos", ep.infos)
         self.episodes += 1
         self.steps += len(ep)
 
@@ -699,7 +745,7 @@ def build(dataset_id: str, *, progress: bool = True, n_steps: int | None = None,
         assert written == stream_steps, (written, stream_steps)
 
         stats = {"level": level, "policy": label, "seed": seed, "episodes": writer.episodes, "steps": writer.steps,
-                 **_return_stats(returns)}
+                 **_return_stats(returns), "behavior_infos": BEHAVIOR_KEY[discrete]}
         if discrete:  # how the episodes end, and the epsilon of each stream's policy
             stats.update(episode_ends=ends, epsilons=epsilons, algorithm="DQN")
         storage.update_metadata({"total_steps": writer.steps, "total_episodes": writer.episodes,
@@ -787,11 +833,22 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 
 def write_cards(path: str | Path = CARDS_PATH) -> Path:
     """Write the markdown table of every built suite id (from the datasets' metadata) to `path`."""
+    unrecorded = [row for row in map(info, SUITE_IDS) if row["built"] and not row["id"].startswith("stitch/pointmaze/")
+                  and "behavior_infos" not in row]
     lines = ["# Stitch datasets", "",
              ("Generated by `python benchmarks/suite/build.py --cards` from the datasets built in the local Minari "
               "root; do not edit by hand. Returns are undiscounted episode returns over all episodes of the dataset "
               "(the last, cut episode of each stream included); normalized = 100 * (return - ref_min) / "
               "(ref_max - ref_min). How each level is made: `benchmarks/suite/build.py`."), "",
+             ("Every episode of the hopper, halfcheetah, walker2d, cartpole and acrobot datasets records in its infos "
+              "how likely its behaviour policy was to take each logged action, one row per action, for off-policy "
+              "evaluation (`algorithms/ope.py`; `common.data.load_behavior` reads it): `behavior_log_prob` (Box "
+              "actions) is the log-density of the action, the tanh-Gaussian's with the tanh correction for SAC "
+              "snapshots and -act_dim log 2 (uniform on [-1, 1]^act_dim) for uniform actions; `behavior_probs` "
+              "(Discrete actions) is the ε-greedy probability of every action. PointMaze datasets record none (the "
+              "controller's waypoints are not in the observation)."), "",
+             *(["Built before the suite recorded them (rebuild with `--force` to add them): "
+                + ", ".join(f"`{row['id']}`" for row in unrecorded) + ".", ""] if unrecorded else []),
              "| dataset | policy | episodes | steps | return (mean ± std) | normalized | ref_min | ref_max |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in map(info, SUITE_IDS):

@@ -153,6 +153,17 @@ class EpsilonGreedy:
             return greedy
         return torch.where(u[:, 0] < self.epsilon, uniform_action(u[:, 1], values.shape[-1]), greedy)
 
+    @torch.no_grad()
+    def probs(self, obs: torch.Tensor, deterministic: bool = False) -> np.ndarray:
+        """[B, n] float64: the probability `act` gives every action, epsilon / n + (1 - epsilon) for the greedy one
+        (deterministic: one-hot on it). Draws nothing."""
+        greedy = self.q(obs).argmax(-1).numpy()
+        n = self.q.n_actions
+        eps = 0.0 if deterministic else self.epsilon
+        p = np.full((len(greedy), n), eps / n)
+        p[np.arange(len(greedy)), greedy] += 1.0 - eps
+        return p
+
 
 def epsilon_at(step: int, args: Args | dict) -> float:
     """Epsilon of the exploration schedule at environment step `step` (0-based); 1 during the warm-up."""
