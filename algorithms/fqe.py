@@ -21,9 +21,8 @@ Implementation details:
     one output, discrete Q(s, .) one output per action.
  3. A target network updated by Polyak averaging (tau 0.005) after every step; Adam 1e-4 (d3rlpy's FQE lr), batch
     256, 100k updates by default (DOPE's FQE ran 250k-1M; the budget is a flag). The value propagates back one
-    slow target update at a time: on stitch/cartpole/expert-v0, evaluating its own behaviour (discounted return of
-    the data's episodes 99.2), J_hat was 22 / 39 / 53 / 63 after 5k / 10k / 15k / 20k updates with these settings,
-    and 87 after 10k with lr 3e-4 and tau 0.02 (CPU, seed 0). A short budget underestimates.
+    slow target update at a time, so a short budget underestimates; a larger --critic-lr and --tau converge
+    faster (benchmarks/ope_benchmark.py measures the error against true values).
  4. Only terminations stop bootstrapping; time-limit truncations bootstrap (as in training).
  5. J_hat is a discounted return. Its normalized score converts it to an episode return as if the policy earned
     its reward evenly over a full episode of H steps (H the environment's time limit):
