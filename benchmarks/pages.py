@@ -45,6 +45,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks import EVALUATORS  # noqa: E402
 from benchmarks.report import best_score, late_score, speed_table, variant_of  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -120,11 +121,6 @@ def paper_of(doc: str) -> str:
     who = f"{author.group(1)} et al." if author else ""
     head = ", ".join(x for x in (who, when) if x)
     return f"{head} ({m.group(0)})" if head else m.group(0)
-
-
-# Scripts in algorithms/ that train no policy: the off-policy evaluators estimate a saved policy's value, so they have
-# no score, speed or default run for the algorithm table.
-EVALUATORS = ("fqe", "ope")
 
 
 def scripts() -> list[Script]:

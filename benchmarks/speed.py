@@ -31,8 +31,8 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# Every training script; the off-policy evaluators (fqe, ope) run no update loop of a policy to time.
-ALL_ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py") if p.stem not in ("fqe", "ope"))
+from benchmarks import training_scripts  # noqa: E402
+ALL_ALGOS = training_scripts()  # the off-policy evaluators run no update loop of a policy to time
 
 
 @dataclasses.dataclass

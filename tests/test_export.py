@@ -21,14 +21,14 @@ import torch
 from conftest import make_dataset
 from test_resume import SMALL_FLAGS, args_fields, only_run_dir, run_in_process
 from benchmarks import export as export_tool
+from benchmarks import training_scripts
 from benchmarks import record as record_tool
 from benchmarks.run_policy import RunError, load_run_policy
 from common.data import load_dataset
 from common.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every script that trains a policy; the off-policy evaluators (fqe, ope) estimate a saved policy's value and save none.
-ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py") if p.stem not in ("fqe", "ope"))
+ALGOS = training_scripts()  # the off-policy evaluators save no policy
 DATASET = "test/hopper/tiny-v0"
 CARTPOLE = "test/cartpole/tiny-v0"  # for the scripts for discrete actions
 DISCRETE = {p.stem for p in (ROOT / "algorithms").glob("*.py") if "discrete=True" in p.read_text()}

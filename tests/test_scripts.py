@@ -17,15 +17,15 @@ import pytest
 import torch
 import tyro
 
+from benchmarks import all_scripts, training_scripts
 from common.checkpoints import CheckpointError, save_checkpoint
 from common.config import ArgumentError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py") if not p.stem.startswith("_"))
-# Off-policy evaluators: they estimate a saved policy's value and train no policy of their own, so they have no
-# run folder, resume or --runs-dir; the flag and bad-input tests cover them, the run-folder tests do not.
-EVALUATORS = {"fqe", "ope"}
-TRAINERS = [a for a in SCRIPTS if a not in EVALUATORS]
+SCRIPTS = all_scripts()
+# The off-policy evaluators (benchmarks.EVALUATORS) train no policy of their own, so they have no run folder, resume
+# or --runs-dir; the flag and bad-input tests cover them, the run-folder tests do not.
+TRAINERS = training_scripts()
 
 
 def script_module(algo: str):

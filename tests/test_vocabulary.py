@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import all_scripts, training_scripts
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
-EVALUATORS = {"fqe", "ope"}  # off-policy evaluators: no training metrics of a policy (their flags are checked)
+SCRIPTS = all_scripts()  # the off-policy evaluators (benchmarks.EVALUATORS) log no training metrics; flags checked
 BACKTICKED = re.compile(r"`([^`]+)`")
 
 
@@ -172,7 +173,7 @@ def test_flags_name_the_papers_symbol(row):
 # ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("script", [s for s in SCRIPTS if s not in EVALUATORS])
+@pytest.mark.parametrize("script", training_scripts())
 def test_metrics_use_the_vocabulary(script):
     logged = logged_metrics(script)
     # a generative planner (diffuser) has no actor, Q or cloning loss: its denoising loss is its main metric
