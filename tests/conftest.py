@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -112,6 +113,42 @@ def kill_at_call(monkeypatch, owner, name: str, n: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, wrapper)
+
+
+def train_and_crash_copy(script: ModuleType, args, tmp_path: Path, monkeypatch, step: int = 100) -> tuple[dict, Path]:
+    """Train a model-based run (mopo.py, combo.py) to the end, keeping a copy of its folder as a crash right after
+    the checkpoint of `step` would leave it (checkpoint.pt and dynamics.pt). Returns the result and that folder."""
+    crashed = tmp_path / "crashed" / f"{script.__name__.rsplit('.', 1)[-1]}__crashed"
+    real_save = script.save_checkpoint
+
+    def save_and_copy(path, state):
+        real_save(path, state)
+        if "step" in state and state["step"] == step:
+            crashed.mkdir(parents=True)
+            shutil.copy(path, crashed / "checkpoint.pt")
+            shutil.copy(path.parent / "dynamics.pt", crashed / "dynamics.pt")
+
+    monkeypatch.setattr(script, "save_checkpoint", save_and_copy)
+    result = script.train(args)
+    monkeypatch.setattr(script, "save_checkpoint", real_save)
+    return result, crashed
+
+
+def check_resume_from_crash(script: ModuleType, crashed: Path, result: dict, records: list[dict], final_ckpt: dict,
+                            names: tuple[str, ...], monkeypatch, step: int = 100) -> None:
+    """Continuing a model-based run from the folder train_and_crash_copy kept reproduces the steps after `step`
+    exactly (evaluations, metric lines, the final state of `names`) without retraining the dynamics model."""
+    monkeypatch.setattr(script, "train_dynamics", lambda *a, **k: pytest.fail("resume retrained the dynamics"))
+    resumed = script.train(script.Args(resume=str(crashed), progress=False))
+    assert resumed["evals"] == result["evals"] and resumed["final_score"] == result["final_score"]
+    after = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("time", "updates_per_s")}  # noqa: E731
+    assert [strip(r) for r in after] == [strip(r) for r in records if r["step"] > step]
+    final = load_checkpoint(crashed / "checkpoint.pt")
+    for name in names:
+        a, b = final[name], final_ckpt[name]
+        assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a) \
+            if isinstance(a, dict) else torch.equal(a, b), name
 
 
 def check_stop_in_dynamics_training(script: ModuleType, dataset: str, tmp_path: Path, monkeypatch, capsys,

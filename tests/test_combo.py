@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,8 @@ import algorithms.combo as combo
 import algorithms.mopo as mopo
 from common.checkpoints import load_checkpoint
 from common.data import DatasetError
-from conftest import check_bad_flag, check_finished_run, check_stop_in_dynamics_training, make_dataset
+from conftest import (check_bad_flag, check_finished_run, check_resume_from_crash, check_stop_in_dynamics_training,
+                      make_dataset, train_and_crash_copy)
 
 LN2 = math.log(2.0)
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,19 +90,8 @@ TINY = dict(hidden_dim=32, batch_size=32, total_steps=200, eval_every=100, eval_
 
 
 def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
-    crashed = tmp_path / "crashed" / "combo__crashed"
-    real_save = combo.save_checkpoint
-
-    def save_and_copy(path, state):
-        real_save(path, state)
-        if "step" in state and state["step"] == 100:
-            crashed.mkdir(parents=True)
-            shutil.copy(path, crashed / "checkpoint.pt")
-            shutil.copy(path.parent / "dynamics.pt", crashed / "dynamics.pt")
-
-    monkeypatch.setattr(combo, "save_checkpoint", save_and_copy)
     args = combo.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), **TINY)
-    result = combo.train(args)
+    result, crashed = train_and_crash_copy(combo, args, tmp_path, monkeypatch)
     run_dir, records, ckpt = check_finished_run(
         combo, args, result, loss_key="loss/q", networks=("q", "q_target", "policy"),
         finite=("loss/q", "loss/cql", "cql_gap", "loss/actor", "loss/alpha", "alpha", "entropy", "q_data",
@@ -113,16 +102,8 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     for r in (r for r in records if "loss/cql" in r):
         assert r["loss/cql"] == pytest.approx(0.5 * 2 * r["cql_gap"], rel=1e-5)  # beta x gap, summed over 2 critics
 
-    monkeypatch.setattr(combo, "train_dynamics", lambda *a, **k: pytest.fail("resume retrained the dynamics"))
-    resumed = combo.train(combo.Args(resume=str(crashed), progress=False))
-    assert resumed["evals"] == result["evals"] and resumed["final_score"] == result["final_score"]
-    after = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("time", "updates_per_s")}  # noqa: E731
-    assert [strip(r) for r in after] == [strip(r) for r in records if r["step"] > 100]
-    final = load_checkpoint(crashed / "checkpoint.pt")
-    for name in ("q", "q_target", "policy", "log_alpha"):
-        a, b = final[name], ckpt[name]
-        assert all(torch.equal(a[k], b[k]) for k in a) if isinstance(a, dict) else torch.equal(a, b), name
+    check_resume_from_crash(combo, crashed, result, records, ckpt, ("q", "q_target", "policy", "log_alpha"),
+                            monkeypatch)
 
 
 def test_ctrl_c_while_the_dynamics_model_trains_loses_nothing(tiny_hopper, tmp_path, monkeypatch, capsys):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +15,8 @@ import torch
 import algorithms.mopo as mopo
 from common.checkpoints import CheckpointError, load_checkpoint
 from common.data import DatasetError, load_dataset
-from conftest import check_bad_flag, check_finished_run, check_stop_in_dynamics_training, make_dataset
+from conftest import (check_bad_flag, check_finished_run, check_resume_from_crash, check_stop_in_dynamics_training,
+                      make_dataset, train_and_crash_copy)
 
 LN2 = math.log(2.0)
 
@@ -335,19 +335,8 @@ TINY = dict(hidden_dim=32, batch_size=32, total_steps=200, eval_every=100, eval_
 
 
 def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
-    crashed = tmp_path / "crashed" / "mopo__crashed"
-    real_save = mopo.save_checkpoint
-
-    def save_and_copy(path, state):
-        real_save(path, state)
-        if "step" in state and state["step"] == 100:
-            crashed.mkdir(parents=True)
-            shutil.copy(path, crashed / "checkpoint.pt")
-            shutil.copy(path.parent / "dynamics.pt", crashed / "dynamics.pt")
-
-    monkeypatch.setattr(mopo, "save_checkpoint", save_and_copy)
     args = mopo.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), **TINY)
-    result = mopo.train(args)
+    result, crashed = train_and_crash_copy(mopo, args, tmp_path, monkeypatch)
     run_dir, records, ckpt = check_finished_run(
         mopo, args, result, loss_key="loss/q", networks=("q", "q_target", "policy"),
         finite=("loss/q", "loss/actor", "loss/alpha", "alpha", "entropy", "q_data", "rollout_length", "model_reward",
@@ -362,17 +351,8 @@ def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     assert all(1 <= r["rollout_length"] <= 5 for r in records if "rollout_length" in r)
 
     # continuing from the step-100 checkpoint reproduces steps 101..200 exactly, without retraining the model
-    monkeypatch.setattr(mopo, "train_dynamics", lambda *a, **k: pytest.fail("resume retrained the dynamics"))
-    resumed = mopo.train(mopo.Args(resume=str(crashed), progress=False))
-    assert resumed["evals"] == result["evals"] and resumed["final_score"] == result["final_score"]
-    after = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("time", "updates_per_s")}  # noqa: E731
-    assert [strip(r) for r in after] == [strip(r) for r in records if r["step"] > 100]
-    final = load_checkpoint(crashed / "checkpoint.pt")
-    for name in ("q", "q_target", "policy", "log_alpha", "model_buffer"):
-        a, b = final[name], ckpt[name]
-        assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a) \
-            if isinstance(a, dict) else torch.equal(a, b), name
+    check_resume_from_crash(mopo, crashed, result, records, ckpt,
+                            ("q", "q_target", "policy", "log_alpha", "model_buffer"), monkeypatch)
 
 
 def test_ctrl_c_while_the_dynamics_model_trains_loses_nothing(tiny_hopper, tmp_path, monkeypatch, capsys):
