@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -176,15 +177,22 @@ def summarize(truth: np.ndarray, estimates: dict[str, np.ndarray]) -> dict[str, 
     for name, est in estimates.items():
         finite = np.isfinite(est)
         best = int(np.nanargmax(np.where(finite, est, -np.inf))) if finite.any() else None
-        out[name] = {"abs_error": float(np.mean(np.abs(est - truth))) if finite.all() else float("inf"),
+        err = np.abs(est - truth)
+        out[name] = {"abs_error": float(np.mean(err)) if finite.all() else float("inf"),
+                     "median_abs_error": float(np.median(err)) if finite.all() else float("inf"),
                      "rank_correlation": spearman(est, truth),
                      "regret@1": None if best is None or spread == 0 else float((truth.max() - truth[best]) / spread)}
     return out
 
 
+def run_label(run: str) -> str:
+    """A run folder's name without the time stamp and random suffix run folders end with: script, dataset, seed."""
+    return re.sub(r"__\d{8}-\d{6}-[0-9a-f]+$", "", Path(run).name)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, help="a stitch/ id (its environment's snapshots are the policies)")
+    parser.add_argument("--dataset", help="a stitch/ id (its environment's snapshots are the policies)")
     parser.add_argument("--runs", nargs="*", default=[], help="run folders of trained policies to add")
     parser.add_argument("--snapshots", type=int, default=None, help="medium-replay snapshots to keep (default: all)")
     parser.add_argument("--behavior", choices=("recorded", "estimated"), default="recorded")
@@ -193,11 +201,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--target-std", type=float, default=0.1)
     parser.add_argument("--true-episodes", type=int, default=100, help="online episodes per policy for its J")
     parser.add_argument("--fqe-steps", type=int, default=100_000)
+    parser.add_argument("--fqe-lr", type=float, default=ope.Args.critic_lr, help="FQE's learning rate")
+    parser.add_argument("--fqe-tau", type=float, default=ope.Args.tau, help="FQE's target averaging rate")
     parser.add_argument("--bc-steps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/ope")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plot of a JSON this wrote")
     args = parser.parse_args(argv)
+    if args.render:
+        try:
+            result = json.loads(Path(args.render).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"error: --render {args.render}: {e}") from None
+        rows = result["policies"]  # the summary again, as this version computes it
+        result["summary"] = summarize(np.array([r["true"]["value"] for r in rows]),
+                                      {k: np.array([r["estimates"][k] for r in rows]) for k in ESTIMATORS})
+        write_json(Path(args.render), result)
+        render(result, Path(args.render).parent)
+        return result
+    if not args.dataset:
+        raise SystemExit("error: --dataset is required (a stitch/ id), unless --render")
     try:
         env_name, _ = suite.parse_id(args.dataset)
         data = load_dataset(args.dataset)
@@ -212,11 +236,12 @@ def main(argv: list[str] | None = None) -> dict:
     policies = snapshot_policies(env_name, data, noise, args.snapshots, device)
     for run in args.runs:
         try:
-            policies[Path(run).name] = load_target(run, data, noise, device)
+            policies[run_label(run)] = load_target(run, data, noise, device)
         except CheckpointError as e:
             raise SystemExit(f"error: {e}") from None
     settings = ope.Args(policy="-", dataset=args.dataset, behavior=args.behavior, seed=args.seed, gamma=args.gamma,
-                        fqe_steps=args.fqe_steps, bc_steps=args.bc_steps, device=args.device, log_every=10**9)
+                        fqe_steps=args.fqe_steps, critic_lr=args.fqe_lr, tau=args.fqe_tau, bc_steps=args.bc_steps,
+                        device=args.device, log_every=10**9)
 
     rows = []
     log_mu = None
@@ -241,25 +266,41 @@ def main(argv: list[str] | None = None) -> dict:
         data.episode_lengths), "settings": vars(args), "policies": rows, "summary": summary}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = args.dataset.replace("/", "_")
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Off-policy evaluation on `{args.dataset}`", "",
-             f"{len(rows)} policies, behaviour {args.behavior}, gamma {args.gamma}, true values from "
-             f"{args.true_episodes} online episodes each, FQE {args.fqe_steps:,} updates. Generated by "
-             f"`benchmarks/ope_benchmark.py`.", "",
-             "| estimator | abs error | rank correlation | regret@1 |", "|---|---:|---:|---:|"]
-    for name, s in summary.items():
-        reg = "-" if s["regret@1"] is None else f"{s['regret@1']:.2f}"
-        lines.append(f"| {name} | {s['abs_error']:.3g} | {s['rank_correlation']:.2f} | {reg} |")
+    write_json(out / f"{args.dataset.replace('/', '_')}.json", result)
+    render(result, out)
+    return result
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Write through a temporary file, so an interrupted write leaves the previous file, not half of one."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def render(result: dict, out: Path) -> None:
+    """Write `<out>/<dataset>.md` (the table) and `.png` (estimate against truth) from a benchmark's result."""
+    s, rows, summary = result["settings"], result["policies"], result["summary"]
+    stem = result["dataset"].replace("/", "_")
+    truth = np.array([r["true"]["value"] for r in rows])
+    lines = [f"# Off-policy evaluation on `{result['dataset']}`", "",
+             f"{len(rows)} policies, behaviour {result['behavior']}, gamma {result['gamma']}, true values from "
+             f"{s['true_episodes']} online episodes each, FQE {s['fqe_steps']:,} updates (lr {s['fqe_lr']:g}, tau "
+             f"{s['fqe_tau']:g}). Generated by `benchmarks/ope_benchmark.py`.", "",
+             "| estimator | mean abs error | median abs error | rank correlation | regret@1 |",
+             "|---|---:|---:|---:|---:|"]
+    for name, e in summary.items():
+        reg = "-" if e["regret@1"] is None else f"{e['regret@1']:.2f}"
+        lines.append(f"| {name} | {e['abs_error']:.3g} | {e['median_abs_error']:.3g} | {e['rank_correlation']:.2f} "
+                     f"| {reg} |")
     lines += ["", "| policy | true J (± s.e.) | " + " | ".join(ESTIMATORS) + " |",
               "|---|---:|" + "---:|" * len(ESTIMATORS)]
     for r in rows:
-        lines.append(f"| {r['policy']} | {r['true']['value']:.2f} ± {r['true']['stderr']:.2f} | "
+        lines.append(f"| {run_label(r['policy'])} | {r['true']['value']:.2f} ± {r['true']['stderr']:.2f} | "
                      + " | ".join(f"{r['estimates'][k]:.3g}" for k in ESTIMATORS) + " |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    plot(rows, truth, out / f"{stem}.png", args.dataset)
+    plot(rows, truth, out / f"{stem}.png", result["dataset"])
     print(f"wrote {out / stem}.json, .md, .png")
-    return result
 
 
 def plot(rows: list[dict], truth: np.ndarray, path: Path, title: str) -> None:

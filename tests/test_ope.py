@@ -281,7 +281,8 @@ def test_benchmark_metrics():
     from benchmarks import ope_benchmark
     truth = np.array([1.0, 2.0, 3.0, 5.0])
     s = ope_benchmark.summarize(truth, {"a": np.array([1.5, 2.0, 3.0, 4.0]), "b": np.array([4.0, 3.0, 2.0, 1.0])})
-    assert s["a"] == {"abs_error": pytest.approx(0.375), "rank_correlation": pytest.approx(1.0), "regret@1": 0.0}
+    assert s["a"] == {"abs_error": pytest.approx(0.375), "median_abs_error": pytest.approx(0.25),
+                      "rank_correlation": pytest.approx(1.0), "regret@1": 0.0}
     assert s["b"]["rank_correlation"] == pytest.approx(-1.0)
     assert s["b"]["regret@1"] == pytest.approx((5.0 - 1.0) / 4.0)
 
@@ -295,6 +296,23 @@ def test_benchmark_runs_end_to_end_on_a_discrete_set(minari_root, tmp_path):
     assert set(result["summary"]) == set(ope_benchmark.ESTIMATORS)
     for suffix in ("json", "md", "png"):
         assert (tmp_path / "ope" / f"stitch_cartpole_medium-v0.{suffix}").stat().st_size > 0
+    # --render rewrites the table and plot from the JSON alone, to the same table
+    md = tmp_path / "ope" / "stitch_cartpole_medium-v0.md"
+    table = md.read_text()
+    md.unlink()
+    ope_benchmark.main(["--render", str(tmp_path / "ope" / "stitch_cartpole_medium-v0.json")])
+    assert md.read_text() == table
+    with pytest.raises(SystemExit, match="error: --render .*nothing.json"):
+        ope_benchmark.main(["--render", str(tmp_path / "nothing.json")])
+    with pytest.raises(SystemExit, match="error: --dataset is required"):
+        ope_benchmark.main([])
+
+
+def test_benchmark_labels_runs_without_their_time_stamp():
+    from benchmarks import ope_benchmark
+    assert ope_benchmark.run_label("/x/runs/iql__stitch-hopper-medium-v0__s1__20261207-145528-515e") == \
+        "iql__stitch-hopper-medium-v0__s1"
+    assert ope_benchmark.run_label("expert") == "expert"
 
 
 @pytest.mark.parametrize("dataset_id, policy", [("stitch/cartpole/expert-v0", "expert"),
