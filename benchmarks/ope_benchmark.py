@@ -23,13 +23,17 @@ mean discounted return (`--gamma`) of `--true-episodes` online episodes from the
 the distribution the dataset's episodes start from; its standard error is reported next to it.
 
 Writes `<out>/<dataset>.json` (every policy's true value and every estimate), `<out>/<dataset>.md` (the table)
-and `<out>/<dataset>.png` (estimate against truth, one panel per estimator).
+and `<out>/<dataset>.png` (estimate against truth, one panel per estimator). `--summary JSON... --out FILE.md`
+writes one table over several datasets' JSONs instead: per estimator and dataset the rank correlation, regret@1
+and the median absolute error in units of the spread of the true values (max J - min J), comparable across
+environments whose returns differ in scale.
 
 Usage:
     python benchmarks/ope_benchmark.py --dataset stitch/cartpole/medium-replay-v0 --out /tmp/ope \
         --snapshots 4 --true-episodes 20 --fqe-steps 500 --bc-steps 500      # a quick end-to-end check
     python benchmarks/ope_benchmark.py --dataset stitch/hopper/medium-v0 --runs runs/grid/*hopper-medium-v0* \
         --behavior recorded --out benchmarks/results/ope
+    python benchmarks/ope_benchmark.py --summary benchmarks/results/ope/*.json --out benchmarks/results/ope.md
 """
 
 from __future__ import annotations
@@ -208,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/ope")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plot of a JSON this wrote")
+    parser.add_argument("--summary", nargs="+", metavar="JSON", help="only write one table over these JSONs to --out")
     args = parser.parse_args(argv)
     if args.render:
         try:
@@ -220,6 +225,19 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(Path(args.render), result)
         render(result, Path(args.render).parent)
         return result
+    if args.summary:
+        results = []
+        for path in args.summary:
+            try:
+                results.append(json.loads(Path(path).read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                raise SystemExit(f"error: --summary {path}: {e}") from None
+        if not args.out.endswith(".md"):
+            raise SystemExit(f"error: --out {args.out}: with --summary, the Markdown file to write (ending .md)")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(summary_table(results))
+        print(f"wrote {args.out}")
+        return {"datasets": [r["dataset"] for r in results]}
     if not args.dataset:
         raise SystemExit("error: --dataset is required (a stitch/ id), unless --render")
     try:
@@ -301,6 +319,40 @@ def render(result: dict, out: Path) -> None:
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     plot(rows, truth, out / f"{stem}.png", result["dataset"])
     print(f"wrote {out / stem}.json, .md, .png")
+
+
+def summary_table(results: list[dict]) -> str:
+    """One Markdown table per metric over several datasets' results (rows: datasets, columns: estimators)."""
+    order = sorted(results, key=lambda r: r["dataset"])
+    scaled = {}
+    for r in order:
+        truth = np.array([p["true"]["value"] for p in r["policies"]])
+        spread = truth.max() - truth.min()
+        scaled[r["dataset"]] = {k: float(np.median(np.abs(np.array([p["estimates"][k] for p in r["policies"]])
+                                                        - truth)) / spread) if spread > 0 else float("nan")
+                                for k in ESTIMATORS}
+    metrics = [("Rank correlation (Spearman) of the estimates with the true values; 1 orders the policies right",
+                lambda r, k: r["summary"][k]["rank_correlation"], ".2f"),
+               ("Regret@1: how far below the best policy the estimator's first choice is, over the spread of the "
+                "true values; 0 picks the best", lambda r, k: r["summary"][k]["regret@1"], ".2f"),
+               ("Median absolute error over the spread of the true values (max J - min J)",
+                lambda r, k: scaled[r["dataset"]][k], ".2g")]
+    lines = []
+    for title, get, fmt in metrics:
+        lines += [f"{title}:", "", "| dataset | policies | " + " | ".join(ESTIMATORS) + " |",
+                  "|---|---:|" + "---:|" * len(ESTIMATORS)]
+        for r in order:
+            cells = []
+            for k in ESTIMATORS:
+                v = get(r, k)
+                cells.append("-" if v is None or not np.isfinite(v) else format(v, fmt))
+            lines.append(f"| {r['dataset']} | {len(r['policies'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    means = {k: np.nanmean([np.nan if (v := r["summary"][k]["rank_correlation"]) is None else v for r in order])
+             for k in ESTIMATORS}
+    lines.append("Mean rank correlation over the datasets: "
+                 + ", ".join(f"{k} {means[k]:.2f}" for k in ESTIMATORS) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], truth: np.ndarray, path: Path, title: str) -> None:

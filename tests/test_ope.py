@@ -4,6 +4,7 @@ values computed by hand, FQE (algorithms/fqe.py) against a known Q, and bad inpu
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -367,3 +368,25 @@ def test_target_policy_acts_on_large_batches_in_chunks():
     probs = target.probs(obs)
     assert sizes == [1024, 1024, 452]
     assert torch.equal(probs.argmax(-1), (obs[:, 0] > 0).long())
+
+
+def test_benchmark_summary_over_datasets(tmp_path):
+    from benchmarks import ope_benchmark
+    def result(dataset, truth, est):  # every estimator gives `est`
+        summary = ope_benchmark.summarize(np.array(truth), {k: np.array(est) for k in ope_benchmark.ESTIMATORS})
+        return {"dataset": dataset, "summary": summary,
+                "policies": [{"true": {"value": j}, "estimates": dict.fromkeys(ope_benchmark.ESTIMATORS, e)}
+                             for j, e in zip(truth, est)]}
+    for name, r in (("a", result("stitch/x/a-v0", [0.0, 10.0, 20.0], [1.0, 12.0, 23.0])),
+                    ("b", result("stitch/x/b-v0", [0.0, 1.0, 2.0], [2.0, 1.0, 0.0]))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    out = tmp_path / "summary.md"
+    ope_benchmark.main(["--summary", str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--out", str(out)])
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| stitch/x/")]
+    assert rows[0].startswith("| stitch/x/a-v0 | 3 | 1.00 |") and rows[1].startswith("| stitch/x/b-v0 | 3 | -1.00 |")
+    assert rows[2].startswith("| stitch/x/a-v0 | 3 | 0.00 |") and rows[3].startswith("| stitch/x/b-v0 | 3 | 1.00 |")
+    assert rows[4].startswith("| stitch/x/a-v0 | 3 | 0.1 |") and rows[5].startswith("| stitch/x/b-v0 | 3 | 1 |")
+    assert "is 0.00" in text.splitlines()[-1]  # mean rank correlation of 1 and -1
+    with pytest.raises(SystemExit, match="ending .md"):
+        ope_benchmark.main(["--summary", str(tmp_path / "a.json"), "--out", str(tmp_path / "x")])
