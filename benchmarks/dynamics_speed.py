@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.speed import cpu_name  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -61,16 +61,6 @@ class Args:
     """With --synthetic: untimed steps before them (with --compile, compilation happens here)."""
     out: str | None = None
     """Results file (default benchmarks/results/dynamics_speed_<device>[_synthetic].json)."""
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class _Clock:

@@ -7,7 +7,8 @@ An untrained TrajectoryGPT of tt's default size for Hopper (11 observation and 3
 transition) plans with tt's default planner (beam 128, horizon 15, n_expand 2, context 5 transitions) for one
 episode whose context already holds 5 transitions of random tokens (the steady state: the window the model reads
 is full). Planning costs the same whatever the weights, so no training or dataset is needed. Writes a JSON with
-the seconds of each step, their mean, the settings and the machine's thread count.
+the seconds of each step, their mean, the settings, the machine's thread count, its CPU and its load average
+before and after (other work on the cores slows every step: run it on an idle machine).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from algorithms import tt  # noqa: E402
+from benchmarks.speed import cpu_name  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -59,6 +61,7 @@ def main(opt: Options) -> dict:
     policy.reset(opt.episodes)
     policy.context = torch.randint(0, args.n_bins, (opt.episodes, args.max_context_transitions * big))
     rng = np.random.default_rng(opt.seed)
+    load_before = os.getloadavg()[0]
     seconds = []
     for _ in range(opt.steps):
         start = time.perf_counter()
@@ -68,7 +71,9 @@ def main(opt: Options) -> dict:
         print(f"step {len(seconds)}: {seconds[-1]:.2f} s", flush=True)
     result = {"plan_s_per_step": float(np.mean(seconds)), "seconds": seconds, "options": dataclasses.asdict(opt),
               "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-              "torch": torch.__version__}
+              "torch": torch.__version__, "cpu": cpu_name(),
+              "cpu_count": os.cpu_count(), "load_avg_1min_before": load_before,
+              "load_avg_1min_after": os.getloadavg()[0]}
     print(json.dumps(result))
     if opt.out:
         Path(opt.out).write_text(json.dumps(result, indent=1) + "\n")
