@@ -23,7 +23,10 @@ Implementation details:
     256, 100k updates by default (DOPE's FQE ran 250k-1M; the budget is a flag). The value propagates back one
     slow target update at a time, so a short budget underestimates; a larger --critic-lr and --tau converge
     faster (benchmarks/ope_benchmark.py measures the error against true values).
- 4. Only terminations stop bootstrapping; time-limit truncations bootstrap (as in training).
+ 4. Only terminations stop bootstrapping; time-limit truncations bootstrap (as in training). What pi does at the
+    data's next states (its action probabilities, or its mean action before the noise) is computed once, before
+    the updates: pi and the data are fixed, and a policy slow to query (SPIBB's pseudo-counts compare a state with
+    every state of its data) then costs one pass over the data instead of one per minibatch.
  5. J_hat is a discounted return. Its normalized score converts it to an episode return as if the policy earned
     its reward evenly over a full episode of H steps (H the environment's time limit):
     R ~ J_hat * H (1 - gamma) / (1 - gamma^H), then 100 (R - ref_min) / (ref_max - ref_min). That is exact only
@@ -147,7 +150,11 @@ class TargetPolicy:
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Continuous: a ~ pi(. | s), clip(a_pi(s) + half_width * std * N(0, 1), low, high)."""
-        a = self.mean_action(obs)
+        return self.add_noise(self.mean_action(obs), generator)
+
+    @torch.no_grad()
+    def add_noise(self, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continuous: clip(a + half_width * std * N(0, 1), low, high) of mean actions a [B, act_dim]."""
         if self.noise == 0:
             return a
         half = (self.high - self.low) / 2
@@ -229,13 +236,25 @@ def policy_value(q: QNetwork, target: TargetPolicy, obs: torch.Tensor,
 # ----------------------------------------------------------------------------------------------
 # Loss
 # ----------------------------------------------------------------------------------------------
-def fqe_loss(q: QNetwork, q_target: QNetwork, target: TargetPolicy, obs: torch.Tensor, act: torch.Tensor,
-             rew: torch.Tensor, next_obs: torch.Tensor, terminal: torch.Tensor, gamma: float,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """L = E[(Q(s, a) - (r + gamma (1 - d) E_{a'~pi} Q_target(s', a')))^2]."""
-    with torch.no_grad():
-        y = rew + gamma * (1.0 - terminal) * policy_value(q_target, target, next_obs, generator)
+def fqe_loss(q: QNetwork, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor, next_value: torch.Tensor,
+             terminal: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L = E[(Q(s, a) - (r + gamma (1 - d) V_target(s')))^2], V_target(s') = E_{a'~pi} Q_target(s', a') given."""
+    y = rew + gamma * (1.0 - terminal) * next_value
     return (q(obs, act) - y).pow(2).mean()
+
+
+def next_state_values(target: TargetPolicy, next_obs: torch.Tensor, generator: torch.Generator | None):
+    """A function (q, rows i) -> E_{a'~pi(.|s'_i)} q(s'_i, a') [len(i)] over the data's next states `next_obs`.
+    pi and the data are fixed, so what pi does at each s' is computed once, before the updates, and not at every
+    minibatch: its probabilities (discrete) or its mean action (continuous, noise drawn per update as
+    TargetPolicy.sample draws it). A policy with its own sampling (a subclass's `sample`) is asked each time."""
+    if target.n_actions is not None:
+        probs = target.probs(next_obs)
+        return lambda q, i: (probs[i] * q(next_obs[i])).sum(-1)
+    if type(target).sample is TargetPolicy.sample:
+        mean = target.mean_action(next_obs)
+        return lambda q, i: q(next_obs[i], target.add_noise(mean[i], generator))
+    return lambda q, i: policy_value(q, target, next_obs[i], generator)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,10 +273,12 @@ def fit_q(data: Dataset, target: TargetPolicy, args, steps: int, device: torch.d
     q_target = copy.deepcopy(q).requires_grad_(False)
     opt = torch.optim.Adam(q.parameters(), lr=args.critic_lr)
     starts = torch.as_tensor(data.observations[data.episode_starts], device=device)
+    next_value = next_state_values(target, t["next_observations"], gen)
     for step in range(1, steps + 1):
         i = torch.randint(len(data), (args.batch_size,), device=device, generator=gen)
-        loss = fqe_loss(q, q_target, target, t["observations"][i], t["actions"][i], t["rewards"][i],
-                        t["next_observations"][i], t["terminals"][i], args.gamma, gen)
+        with torch.no_grad():
+            v = next_value(q_target, i)
+        loss = fqe_loss(q, t["observations"][i], t["actions"][i], t["rewards"][i], v, t["terminals"][i], args.gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
