@@ -391,7 +391,8 @@ class Source:
 
     def namespace(self) -> dict:
         names = ["final", "late", "best", "at", "seeds", "wall_min", "value", "lengths", "mean", "fmt"]
-        return {"__builtins__": {"min": min, "max": max, "abs": abs, "round": round, "len": len, "sum": sum},
+        builtins = {"min": min, "max": max, "abs": abs, "round": round, "len": len, "sum": sum, "range": range}
+        return {"__builtins__": builtins,
                 **{n: getattr(self, n) for n in names}}
 
 
