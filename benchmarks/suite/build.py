@@ -833,6 +833,7 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 
 def write_cards(path: str | Path = CARDS_PATH) -> Path:
     """Write the markdown table of every built suite id (from the datasets' metadata) to `path`."""
+    from benchmarks.speed import cpu_name  # the machine, named like the speed files name it
     unrecorded = [row for row in map(info, SUITE_IDS) if row["built"] and not row["id"].startswith("stitch/pointmaze/")
                   and "behavior_infos" not in row]
     lines = ["# Stitch datasets", "",
@@ -840,6 +841,12 @@ def write_cards(path: str | Path = CARDS_PATH) -> Path:
               "root; do not edit by hand. Returns are undiscounted episode returns over all episodes of the dataset "
               "(the last, cut episode of each stream included); normalized = 100 * (return - ref_min) / "
               "(ref_max - ref_min). How each level is made: `benchmarks/suite/build.py`."), "",
+             ("A build is byte-identical on one machine and torch build, not across CPUs: the levels a SAC snapshot "
+              "logs differ in a few episodes per million steps where the policy network's arithmetic rounds "
+              "differently, and MuJoCo amplifies it (the statistics agree within noise). The random, discrete and "
+              "PointMaze levels do not run a SAC network. This card was written on (and its datasets built on, "
+              f"unless copied in): {cpu_name()}."),
+             "",
              ("Every episode of the hopper, halfcheetah, walker2d, cartpole and acrobot datasets records in its infos "
               "how likely its behaviour policy was to take each logged action, one row per action, for off-policy "
               "evaluation (`algorithms/ope.py`; `common.data.load_behavior` reads it): `behavior_log_prob` (Box "
