@@ -50,16 +50,12 @@ Implementation details (from the authors' code, config/offline.py, trajectory/..
     position, and the cache's rows follow the beams as they are duplicated and selected. The window the model reads
     moves by a transition whenever a new one begins (the position embeddings count from its start), so once per
     planned transition the whole window is read again. The logits are the uncached ones up to float rounding
-    (tests/test_tt.py). Measured on this repository's CPU machine (2 cores shared with a benchmark grid, load ~5;
-    untrained Hopper-sized model, 11 + 3 dims; one episode; defaults beam 128, horizon 15; seconds per environment
-    step, `OMP_NUM_THREADS=N python benchmarks/plan_speed.py --steps S [--no-cache]`):
-        OMP_NUM_THREADS=2: no cache 176 s (1 step; earlier 200-300 s), cache 39 and 46 s (2 steps)
-        OMP_NUM_THREADS=1: no cache 144 s (1 step), cache 9.6 and 9.7 s (2 steps)
-    Per planned transition the cache reads ~13k token positions instead of ~239k (18x fewer); with 1 thread that
-    shows (15x). With 2 threads on the loaded cores it does not: in a profile every operation, a LayerNorm of a few
-    hundred rows as much as a linear layer, took ~10 ms (waiting for its second thread), so the number of operations,
-    one forward pass per token cached or not, bounds the time. Use a GPU, or a smaller --beam-width and --horizon,
-    for many episodes.
+    (tests/test_tt.py). Planning time per environment step at the defaults (beam 128, horizon 15; an untrained
+    Hopper-sized model, 11 + 3 dims; one thread of an idle 2-core CPU): ~3.7 s with the cache, ~54 s without
+    (benchmarks/results/plan_speed_cpu_1thread.json and _nocache.json, written by
+    `OMP_NUM_THREADS=1 python benchmarks/plan_speed.py --steps S [--no-cache] --out FILE`). Per planned transition
+    the cache reads ~13k token positions instead of ~239k. Even cached, a 1,000-step episode takes about an hour
+    on a CPU thread: use a GPU, or a smaller --beam-width and --horizon, for many episodes.
  8. Deviation: the score is the final evaluation's, with 10 episodes (the authors: 15 seeds x 1 episode).
 
 Usage:
