@@ -39,7 +39,10 @@ Implementation details (all from the authors' code unless marked "deviation"):
     index_select, Adam fused (one kernel per tensor; its rounding differs from torch's default loop by an ulp or
     so), and with `--compile` the loss (forward and backward) compiled. A step of 7 members x 256 (Hopper's sizes)
     is ~1.4 GFLOP, nearly all the three 200 x 200 layers' matmuls, which bound its speed on a CPU
-    (benchmarks/dynamics_speed.py --synthetic measures steps/s).
+    (benchmarks/dynamics_speed.py --synthetic measures steps/s). On stitch/hopper/medium-v0 (1M transitions,
+    the 2-core CPU) an epoch took ~39 s, and at epoch 55 (36 minutes) the holdout MSE was still falling by more
+    than 1% an epoch, so training to early stopping takes longer than that there: pass --max-dynamics-epochs, or
+    train once and share it with --dynamics-path (benchmarks/results/dynamics_speed_cpu.json).
  3. The dynamics model trains once, before the agent, and is saved as `dynamics.pt` in the run folder; a resumed
     run loads it instead of retraining, and `--dynamics-path` reuses one trained by another run (same dataset,
     architecture and data dimensions). It is initialized and trained from its own random generator, so an agent
