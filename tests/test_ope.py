@@ -219,6 +219,40 @@ def test_fqe_recovers_the_q_of_a_fixed_policy_with_continuous_actions():
     np.testing.assert_allclose(got, (2 * grid_s + grid_a + 0.5).reshape(-1), atol=0.1)
 
 
+def test_fqe_next_state_values_computed_once_are_what_the_policy_gives_each_minibatch():
+    # FQE asks the policy once for all next states; the values must be those asking it per minibatch gives:
+    # discrete expectations, continuous noisy actions (the same noise draws) and a subclass's own sampling.
+    torch.manual_seed(0)
+    next_obs = torch.randn(50, 3)
+    i = torch.tensor([3, 7, 7, 41])
+    q_disc = lambda o: torch.stack([o.sum(-1), -o[:, 0], o[:, 1] * 2], -1)  # noqa: E731 -- Q(s, .) of 3 actions
+    greedy = nn.Sequential(nn.Linear(3, 3)).requires_grad_(False)
+    disc = fqe.TargetPolicy(lambda o: greedy(o).argmax(-1), 3, 0.2)
+    got = fqe.next_state_values(disc, next_obs, None)(q_disc, i)
+    expected = (disc.probs(next_obs[i]) * q_disc(next_obs[i])).sum(-1)
+    torch.testing.assert_close(got, expected)
+
+    class QCont:  # Q(s, a) of a 2-dimensional action
+        discrete = False
+
+        def __call__(self, o, a):
+            return o.sum(-1) * a[:, 0] + a[:, 1]
+    q_cont = QCont()
+    actor = nn.Sequential(nn.Linear(3, 2), nn.Tanh()).requires_grad_(False)
+    cont = fqe.TargetPolicy(actor, None, 0.3, torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 2.0]))
+    got = fqe.next_state_values(cont, next_obs, torch.Generator().manual_seed(5))(q_cont, i)
+    expected = fqe.policy_value(q_cont, cont, next_obs[i], torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, q_cont(next_obs[i], cont.mean_action(next_obs[i])))  # the noise is there
+
+    class Shifted(fqe.TargetPolicy):  # its own sampling, asked for at every minibatch
+        def sample(self, obs, generator=None):
+            return self.mean_action(obs) + 1.0
+    shifted = Shifted(actor, None, 0.0, torch.tensor([-9.0, -9.0]), torch.tensor([9.0, 9.0]))
+    got = fqe.next_state_values(shifted, next_obs, None)(q_cont, i)
+    torch.testing.assert_close(got, q_cont(next_obs[i], shifted.mean_action(next_obs[i]) + 1.0))
+
+
 # ----------------------------------------------------------------------------------------------
 # End to end, and bad input
 # ----------------------------------------------------------------------------------------------
