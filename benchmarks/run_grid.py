@@ -185,12 +185,15 @@ def build_record(cell: Cell, total_steps: int, threads: int, result: dict, wall_
 
 def finished_result(checkpoint: Path, total_steps: int) -> Path | None:
     """The result.json beside `checkpoint` if the run wrote it after its last checkpoint and reached
-    `total_steps`, i.e. the cell is finished and there is nothing to run; else None."""
+    `total_steps` (plus its online phase's updates, `--online-steps` x `--utd-ratio`, where it has one), i.e. the
+    cell is finished and there is nothing to run; else None."""
     result = checkpoint.parent / "result.json"
     try:
-        done = result.stat().st_mtime >= checkpoint.stat().st_mtime and \
-            json.loads(result.read_text()).get("steps") == total_steps
-    except (OSError, ValueError):
+        r = json.loads(result.read_text())
+        args = r.get("args") if isinstance(r.get("args"), dict) else {}
+        online = int(args.get("online_steps") or 0) * int(args.get("utd_ratio") or 1)
+        done = result.stat().st_mtime >= checkpoint.stat().st_mtime and r.get("steps") == total_steps + online
+    except (OSError, ValueError, TypeError):
         return None
     return result if done else None
 

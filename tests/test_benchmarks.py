@@ -141,6 +141,19 @@ def test_finished_result_needs_a_result_written_after_the_last_checkpoint_at_the
     assert run_grid.finished_result(checkpoint, 100) is None
 
 
+def test_a_run_with_an_online_phase_is_finished_after_its_online_updates(tmp_path):
+    """A fine-tuning cell (--total-steps 100 --online-steps 30 --utd-ratio 2) ends at update 160: finished there,
+    not at 100, and not finished before (its offline phase alone is not the whole cell)."""
+    checkpoint, result = tmp_path / "checkpoint.pt", tmp_path / "result.json"
+    checkpoint.write_bytes(b"x")
+    for steps, done in ((160, True), (100, False), (130, False)):
+        result.write_text(json.dumps({"steps": steps, "args": {"total_steps": 100, "online_steps": 30,
+                                                               "utd_ratio": 2}}))
+        os.utime(checkpoint, (1000, 1000))
+        os.utime(result, (2000, 2000))
+        assert (run_grid.finished_result(checkpoint, 100) == result) is done, steps
+
+
 def test_grid_rejects_unknown_algorithm(tmp_path):
     out = run(["benchmarks/run_grid.py", "--algos", "nope", "--datasets", "x", "--results", str(tmp_path / "r.jsonl")],
               dict(os.environ))

@@ -55,7 +55,8 @@ def command(algo: str, *flags: str) -> list[str]:
 # steps, 64 plans per state. Shorter windows and small planners exercise the same code.
 SMALL_FLAGS = {"tt": ["--sequence-length", "3", "--max-context-transitions", "1", "--n-bins", "20",
                       "--beam-width", "4", "--horizon", "2"],
-               "diffuser": ["--hidden-dim", "16", "--dim-mults", "1", "8", "--horizon", "8", "--diffusion-steps", "4", "--plan-samples", "2"]}
+               "diffuser": ["--hidden-dim", "16", "--dim-mults", "1", "8", "--horizon", "8", "--diffusion-steps", "4",
+                            "--plan-samples", "2"]}
 
 
 def first_run_flags(algo: str) -> list[str]:
