@@ -46,15 +46,18 @@ Implementation details (from OfflineRL-Kit unless marked "deviation"):
  6. No reward or observation normalization for the agent.
  7. Deviation: evaluation runs 10 episodes every 5,000 updates; training is 1M updates (1000 epochs x 1000).
 
-Default (h, beta) = (5, 0.5): OfflineRL-Kit's hopper-medium-replay, the project's default dataset. Its suggested
-settings (said to follow the paper): halfcheetah medium 5/0.5, medium-replay 5/0.5, medium-expert 5/5;
-hopper medium 5/5, medium-replay 5/0.5, medium-expert 5/5; walker2d medium 1/5, medium-replay 1/0.5,
-medium-expert 1/5.
+Rollout length h and conservative weight beta are OfflineRL-Kit's suggested ones per dataset (said to follow the
+paper) unless given: halfcheetah medium 5/0.5, medium-replay 5/0.5, medium-expert 5/5; hopper medium 5/5,
+medium-replay 5/0.5, medium-expert 5/5; walker2d medium 1/5, medium-replay 1/0.5, medium-expert 1/5
+(PAPER_SETTINGS). A dataset id ending in <env>/<level>-v<N> (stitch/hopper/medium-v0, mujoco/hopper/medium-v0)
+gets its environment's and level's; any other dataset (random and expert levels, logged data) gets (5, 0.5), the
+hopper-medium-replay setting. The run prints which it used and records them in args.json.
 
 Usage:
     python algorithms/combo.py                                       # stitch/hopper/medium-replay-v0
-    python algorithms/combo.py --dataset stitch/hopper/medium-v0 --regularizer-weight 5 --seed 1
-    python algorithms/combo.py --dataset stitch/walker2d/medium-replay-v0 --rollout-length 1 \\
+    python algorithms/combo.py --dataset stitch/hopper/medium-v0 --seed 1           # h 5, beta 5 (suggested)
+    python algorithms/combo.py --dataset stitch/hopper/medium-v0 --regularizer-weight 1    # h 5, beta 1
+    python algorithms/combo.py --dataset stitch/walker2d/medium-replay-v0 \\
         --dynamics-path runs/mopo__stitch-walker2d-medium-replay-v0__s0__20261207-120000/dynamics.pt
     python algorithms/combo.py --resume runs/combo__stitch-hopper-medium-replay-v0__s0__20261207-120000
 """
@@ -111,14 +114,15 @@ class Args:
     """Polyak coefficient of the target Q-functions."""
     target_entropy: float | None = None
     """Target entropy H of the automatic temperature tuning (None: -|A|)."""
-    regularizer_weight: float = 0.5
-    """Weight beta of the conservative term (push Q down at model-rollout states, up on the data's (s, a))."""
+    regularizer_weight: float | None = None
+    """Weight beta of the conservative term (push Q down at model-rollout states, up on the data's (s, a)).
+    None: the suggested one for the dataset (PAPER_SETTINGS), else 0.5."""
     num_action_samples: int = 10
     """Samples N of each kind (uniform, pi(.|s), pi(.|s')) per state in the log-sum-exp."""
     logsumexp_temperature: float = 1.0
     """Temperature temp of the log-sum-exp."""
-    rollout_length: int = 5
-    """Length h of the branched model rollouts."""
+    rollout_length: int | None = None
+    """Length h of the branched model rollouts. None: the suggested one for the dataset (PAPER_SETTINGS), else 5."""
     rollout_batch: int = 50_000
     """Dataset states each rollout starts from."""
     rollout_freq: int = 1_000
@@ -179,6 +183,37 @@ class Args:
     """Log to Weights & Biases (offline mode unless WANDB_MODE says otherwise)."""
     progress: bool = True
     """Show a progress bar."""
+
+
+# OfflineRL-Kit's suggested (h, beta) per D4RL dataset (run_example/run_combo.py), by environment and level.
+PAPER_SETTINGS = {
+    "halfcheetah": {"medium": (5, 0.5), "medium-replay": (5, 0.5), "medium-expert": (5, 5.0)},
+    "hopper": {"medium": (5, 5.0), "medium-replay": (5, 0.5), "medium-expert": (5, 5.0)},
+    "walker2d": {"medium": (1, 5.0), "medium-replay": (1, 0.5), "medium-expert": (1, 5.0)},
+}
+OTHER_SETTING = (5, 0.5)  # any other dataset: the hopper-medium-replay setting
+
+
+def paper_setting(dataset: str) -> tuple[int, float] | None:
+    """The suggested (h, beta) for a dataset id ending in <env>/<level>-v<N>, or None."""
+    parts = dataset.split("/")
+    level = parts[-1].rsplit("-v", 1)[0]
+    return PAPER_SETTINGS.get(parts[-2], {}).get(level) if len(parts) >= 2 else None
+
+
+def with_dataset_settings(args: Args) -> Args:
+    """args with --rollout-length and --regularizer-weight filled in where not given (None), and a line saying so."""
+    if args.rollout_length is not None and args.regularizer_weight is not None:
+        return args
+    paper = paper_setting(args.dataset)
+    h, beta = paper or OTHER_SETTING
+    args = dataclasses.replace(args, rollout_length=h if args.rollout_length is None else args.rollout_length,
+                               regularizer_weight=beta if args.regularizer_weight is None else args.regularizer_weight)
+    where = "the suggested ones for this environment and level" if paper else "the default for datasets without " \
+        "suggested ones"
+    print(f"combo: rollout length {args.rollout_length}, regularizer weight {args.regularizer_weight} (unset flags: "
+          f"{where})", flush=True)
+    return args
 
 
 def check_args(args: Args) -> None:
@@ -704,6 +739,7 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "combo")
         args = resumed_args(Args, args, "combo", state)  # the run continues with its own saved settings
+    args = with_dataset_settings(args)
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)

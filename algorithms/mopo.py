@@ -83,15 +83,18 @@ Implementation details (all from the authors' code unless marked "deviation"):
  9. Deviation: evaluation runs 10 episodes every 5,000 updates (the authors: every epoch of 1,000), and the score
     is the final evaluation. Training is 1M updates (the authors' Hopper count; 3M for HalfCheetah/Walker2d).
 
-Default (h, lambda) = (5, 1.0): the authors' hopper-medium-replay ("mixed") setting, the project's default
-dataset. Theirs for the D4RL v0 datasets (examples/config/d4rl/): halfcheetah random 5/0.5, medium 1/1,
-medium-replay 5/1, medium-expert 5/5; hopper random 5/1, medium 5/5, medium-replay 5/1, medium-expert 5/1;
-walker2d random 1/1, medium 5/5, medium-replay 1/1, medium-expert 1/2.
+Rollout length h and penalty lambda are the authors' per dataset (examples/config/d4rl/, D4RL v0) unless given:
+halfcheetah random 5/0.5, medium 1/1, medium-replay 5/1, medium-expert 5/5; hopper random 5/1, medium 5/5,
+medium-replay 5/1, medium-expert 5/1; walker2d random 1/1, medium 5/5, medium-replay 1/1, medium-expert 1/2
+(PAPER_SETTINGS). A dataset id ending in <env>/<level>-v<N> (stitch/hopper/medium-v0, mujoco/hopper/medium-v0)
+gets its environment's and level's; any other dataset (expert levels, logged data) gets (5, 1.0), the
+hopper-medium-replay ("mixed") setting. The run prints which it used and records them in args.json.
 
 Usage:
     python algorithms/mopo.py                                        # stitch/hopper/medium-replay-v0
-    python algorithms/mopo.py --dataset stitch/hopper/medium-v0 --penalty-weight 5 --seed 1
-    python algorithms/mopo.py --dataset stitch/walker2d/medium-replay-v0 --rollout-length 1 \
+    python algorithms/mopo.py --dataset stitch/hopper/medium-v0 --seed 1           # h 5, lambda 5 (the authors')
+    python algorithms/mopo.py --dataset stitch/hopper/medium-v0 --penalty-weight 2  # h 5, lambda 2
+    python algorithms/mopo.py --dataset stitch/walker2d/medium-replay-v0 \
         --dynamics-path runs/mopo__stitch-walker2d-medium-replay-v0__s0__20261207-120000/dynamics.pt
     python algorithms/mopo.py --resume runs/mopo__stitch-hopper-medium-replay-v0__s0__20261207-120000
 """
@@ -148,10 +151,11 @@ class Args:
     """Polyak coefficient of the target Q-functions."""
     target_entropy: float | None = -3.0
     """Target entropy H of the automatic temperature tuning (the authors fix -3; None: -|A|)."""
-    penalty_weight: float = 1.0
-    """Weight lambda of the uncertainty penalty: model rewards are r - lambda u(s, a) (0: no penalty, plain MBPO)."""
-    rollout_length: int = 5
-    """Length h of the branched model rollouts."""
+    penalty_weight: float | None = None
+    """Weight lambda of the uncertainty penalty: model rewards are r - lambda u(s, a) (0: no penalty, plain MBPO).
+    None: the authors' for the dataset (PAPER_SETTINGS), else 1.0."""
+    rollout_length: int | None = None
+    """Length h of the branched model rollouts. None: the authors' for the dataset (PAPER_SETTINGS), else 5."""
     rollout_batch: int = 50_000
     """Dataset states each rollout starts from."""
     rollout_freq: int = 1_000
@@ -212,6 +216,37 @@ class Args:
     """Log to Weights & Biases (offline mode unless WANDB_MODE says otherwise)."""
     progress: bool = True
     """Show a progress bar."""
+
+
+# The authors' (h, lambda) per D4RL v0 dataset (examples/config/d4rl/<env>.py), by environment and level.
+PAPER_SETTINGS = {
+    "halfcheetah": {"random": (5, 0.5), "medium": (1, 1.0), "medium-replay": (5, 1.0), "medium-expert": (5, 5.0)},
+    "hopper": {"random": (5, 1.0), "medium": (5, 5.0), "medium-replay": (5, 1.0), "medium-expert": (5, 1.0)},
+    "walker2d": {"random": (1, 1.0), "medium": (5, 5.0), "medium-replay": (1, 1.0), "medium-expert": (1, 2.0)},
+}
+OTHER_SETTING = (5, 1.0)  # any other dataset: the hopper-medium-replay ("mixed") setting
+
+
+def paper_setting(dataset: str) -> tuple[int, float] | None:
+    """The authors' (h, lambda) for a dataset id ending in <env>/<level>-v<N>, or None."""
+    parts = dataset.split("/")
+    level = parts[-1].rsplit("-v", 1)[0]
+    return PAPER_SETTINGS.get(parts[-2], {}).get(level) if len(parts) >= 2 else None
+
+
+def with_dataset_settings(args: Args) -> Args:
+    """args with --rollout-length and --penalty-weight filled in where not given (None), and a line saying so."""
+    if args.rollout_length is not None and args.penalty_weight is not None:
+        return args
+    paper = paper_setting(args.dataset)
+    h, lam = paper or OTHER_SETTING
+    args = dataclasses.replace(args, rollout_length=h if args.rollout_length is None else args.rollout_length,
+                               penalty_weight=lam if args.penalty_weight is None else args.penalty_weight)
+    where = "the authors' for this environment and level" if paper else "the default for datasets the authors did " \
+        "not tune"
+    print(f"mopo: rollout length {args.rollout_length}, penalty weight {args.penalty_weight} (unset flags: {where})",
+          flush=True)
+    return args
 
 
 def check_args(args: Args) -> None:
@@ -727,6 +762,7 @@ def train(args: Args) -> dict:
     if args.resume is not None:
         state = load_run_checkpoint(args.resume, "mopo")
         args = resumed_args(Args, args, "mopo", state)  # the run continues with its own saved settings
+    args = with_dataset_settings(args)
     check_args(args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)

@@ -85,7 +85,9 @@ def check_finished_run(script: ModuleType, args, result: dict, *, loss_key: str,
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     assert ckpt["step"] == steps and ckpt["algo"] == name
     assert all(torch.isfinite(t).all() for net in networks for t in ckpt[net].values())
-    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(args)
+    # args.json: the settings the run used (mopo and combo fill in their per-dataset ones where left unset)
+    used = script.with_dataset_settings(args) if hasattr(script, "with_dataset_settings") else args
+    assert json.loads((run_dir / "args.json").read_text()) == dataclasses.asdict(used)
 
     # The public policy of the run folder acts as the script evaluated it: the final evaluation's episodes again.
     from common.data import load_dataset

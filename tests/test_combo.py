@@ -89,6 +89,24 @@ TINY = dict(hidden_dim=32, batch_size=32, total_steps=200, eval_every=100, eval_
             max_dynamics_epochs=20, num_action_samples=3)
 
 
+@pytest.mark.parametrize("dataset, setting", [
+    ("stitch/hopper/medium-v0", (5, 5.0)), ("stitch/hopper/medium-replay-v0", (5, 0.5)),
+    ("stitch/walker2d/medium-replay-v0", (1, 0.5)), ("stitch/halfcheetah/medium-replay-v0", (5, 0.5)),
+    ("mujoco/walker2d/medium-v0", (1, 5.0)), ("stitch/hopper/random-v0", None), ("logs", None)])
+def test_the_suggested_setting_is_looked_up_by_environment_and_level(dataset, setting):
+    assert combo.paper_setting(dataset) == setting
+
+
+def test_unset_rollout_length_and_weight_come_from_the_dataset_and_given_ones_stay(capsys):
+    filled = combo.with_dataset_settings(combo.Args(dataset="stitch/walker2d/medium-replay-v0"))
+    assert (filled.rollout_length, filled.regularizer_weight) == (1, 0.5)
+    assert "rollout length 1, regularizer weight 0.5 (unset flags: the suggested" in capsys.readouterr().out
+    given = combo.with_dataset_settings(combo.Args(dataset="stitch/hopper/medium-v0", regularizer_weight=1.0))
+    assert (given.rollout_length, given.regularizer_weight) == (5, 1.0)
+    other = combo.with_dataset_settings(combo.Args(dataset="my/logs-v0"))
+    assert (other.rollout_length, other.regularizer_weight) == combo.OTHER_SETTING
+
+
 def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
     args = combo.Args(dataset=tiny_hopper, runs_dir=str(tmp_path / "runs"), **TINY)
     result, crashed = train_and_crash_copy(combo, args, tmp_path, monkeypatch)

@@ -4,6 +4,7 @@ run with exact resume, the dynamics model trained once and reused, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -332,6 +333,28 @@ def test_model_buffer_is_first_in_first_out_and_samples_what_it_holds():
 TINY = dict(hidden_dim=32, batch_size=32, total_steps=200, eval_every=100, eval_episodes=1, log_every=50,
             checkpoint_every=100, progress=False, rollout_batch=200, rollout_freq=100, dynamics_hidden_dim=32,
             max_dynamics_epochs=20, real_ratio=0.25)
+
+
+@pytest.mark.parametrize("dataset, setting", [
+    ("stitch/hopper/medium-v0", (5, 5.0)), ("stitch/hopper/medium-replay-v0", (5, 1.0)),
+    ("stitch/walker2d/medium-replay-v0", (1, 1.0)), ("mujoco/halfcheetah/medium-v0", (1, 1.0)),
+    ("stitch/walker2d/medium-expert-v0", (1, 2.0)), ("stitch/hopper/expert-v0", None), ("test/none-v0", None),
+    ("logs", None)])
+def test_the_authors_setting_is_looked_up_by_environment_and_level(dataset, setting):
+    assert mopo.paper_setting(dataset) == setting
+
+
+def test_unset_rollout_length_and_penalty_come_from_the_dataset_and_given_ones_stay(capsys):
+    args = mopo.Args(dataset="stitch/hopper/medium-v0")
+    filled = mopo.with_dataset_settings(args)
+    assert (filled.rollout_length, filled.penalty_weight) == (5, 5.0)
+    assert "rollout length 5, penalty weight 5.0 (unset flags: the authors'" in capsys.readouterr().out
+    given = mopo.with_dataset_settings(dataclasses.replace(args, penalty_weight=2.0))
+    assert (given.rollout_length, given.penalty_weight) == (5, 2.0)
+    other = mopo.with_dataset_settings(mopo.Args(dataset="my/logs-v0", rollout_length=3))
+    assert (other.rollout_length, other.penalty_weight) == (3, mopo.OTHER_SETTING[1])
+    both = dataclasses.replace(args, rollout_length=2, penalty_weight=0.0)
+    assert mopo.with_dataset_settings(both) is both and capsys.readouterr().out.count("mopo:") == 1
 
 
 def test_train_smoke_and_exact_resume(tiny_hopper, tmp_path, monkeypatch):
