@@ -374,3 +374,32 @@ def test_coverage_counts_transitions_per_band_and_evaluates_runs(tiny_hopper, tm
         coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path / "old")]))
     with pytest.raises(SystemExit, match="has no checkpoint.pt"):
         coverage(CoverageArgs(dataset=tiny_hopper, runs=[str(tmp_path)]))
+
+
+@pytest.mark.parametrize("algo, flags", [("tt", ["--beam-width", "4", "--horizon", "2"]),
+                                         ("tt", ["--beam-width", "4", "--horizon", "2", "--no-cache"]),
+                                         ("diffuser", ["--plan-samples", "2", "--diffusion-steps", "2",
+                                                       "--horizon", "8"])])
+def test_plan_speed_times_each_planner_and_writes_its_settings(tmp_path, algo, flags):
+    out = tmp_path / "plan.json"
+    proc = subprocess.run([sys.executable, "benchmarks/plan_speed.py", "--algo", algo, "--steps", "3", "--episodes",
+                           "2", "--out", str(out), *flags], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["algo"] == algo and r["options"]["episodes"] == 2 and r["device"] == "cpu"
+    assert len(r["seconds"]) == 3 and all(s > 0 for s in r["seconds"])
+    assert r["plan_s_per_step"] == pytest.approx(np.mean(r["seconds"]))
+    assert r["plan_s_per_step_after_first"] == pytest.approx(np.mean(r["seconds"][1:]))
+    assert r["options"]["cache"] is ("--no-cache" not in flags)
+
+
+def test_plan_speed_refuses_a_device_it_does_not_have(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, "benchmarks/plan_speed.py", "--device", "cuda", "--out",
+                           str(tmp_path / "plan.json")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: --device cuda: this torch sees no CUDA device"
+    assert not (tmp_path / "plan.json").exists()
