@@ -3,6 +3,7 @@ multiplier's direction, acting by the best of sampled actions, smoke run, bad in
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -174,6 +175,27 @@ def test_train_smoke(tiny_hopper, tmp_path):
         if "lagrange_multiplier" in r:
             assert math.exp(bear.LOG_ALPHA_MIN) - 1e-6 <= r["lagrange_multiplier"] <= math.exp(bear.LOG_ALPHA_MAX)
     assert bear.LOG_ALPHA_MIN <= float(ckpt["log_alpha"]) <= bear.LOG_ALPHA_MAX
+
+
+def test_probe_takes_the_acting_rule_apart(tiny_hopper, tmp_path):
+    """benchmarks/bear_probe.py: its 'as the script acts' is the run's own final evaluation, replayed; the other
+    rules and the critic's first-state values are there and finite."""
+    args = bear.Args(dataset=tiny_hopper, total_steps=20, eval_every=20, eval_episodes=1, log_every=10,
+                     checkpoint_every=20, batch_size=16, hidden_dim=16, vae_hidden_dim=16, bc_steps=10,
+                     runs_dir=str(tmp_path / "runs"), progress=False)
+    result = bear.train(args)
+    (run,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, "benchmarks/bear_probe.py", str(run), "--episodes", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["returns"]["as_the_script_acts"] == result["final_return"]
+    assert set(r["returns"]) == set(r["scores"]) == {"as_the_script_acts", "best_of_10_by_q1", "one_policy_sample",
+                                                     "policy_mean_tanh_mu"}
+    assert all(math.isfinite(v) for v in [*r["returns"].values(), *r["q1_at_first_state"],
+                                          *r["discounted_return_from_first_state"]])
+    assert len(r["q1_at_first_state"]) == len(r["discounted_return_from_first_state"]) == 1
 
 
 # ----------------------------------------------------------------------------------------------
