@@ -284,6 +284,16 @@ def test_updates_per_s_line_gives_the_host_load_the_runs_recorded(tmp_path):
     assert "load" not in report(tmp_path, [record("bc", "A", 0, 1.0)]).split("Updates/s")[1]
 
 
+def test_model_based_runs_report_their_dynamics_training(tmp_path):
+    text = report(tmp_path, [record("mopo", "A", 0, 1.0, dynamics={"seconds": 120.0, "epochs": 40}),
+                             record("mopo", "A", 1, 2.0, dynamics={"seconds": 240.0, "epochs": 50}),
+                             record("mopo", "B", 0, 2.0, dynamics={"seconds": 30.0, "epochs": 7}),
+                             record("bc", "A", 0, 3.0)])
+    assert ("Dynamics-model training per run (before the agent's first update; mean over seeds): "
+            "mopo on A 3.0 min, 45 epochs; mopo on B 0.5 min, 7 epochs.") in text
+    assert "Dynamics-model" not in report(tmp_path, [record("bc", "A", 0, 1.0)])
+
+
 def test_late_score_averages_the_last_fifth_of_training(tmp_path):
     from benchmarks.report import late_score
 
