@@ -11,8 +11,6 @@ the rules that choose by Q fail, the critic's choice among the candidates is wha
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,19 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import algorithms.bcq as bcq  # noqa: E402
-from common.data import load_dataset  # noqa: E402
-from common.evaluation import evaluate  # noqa: E402
+from benchmarks.probes import load_run, mean_return, parse, write  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run", help="a bcq.py run folder")
-    p.add_argument("--episodes", type=int, default=5)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-
-    saved = json.loads((Path(args.run) / "args.json").read_text())
-    data = load_dataset(saved["dataset"])
+    args = parse(__doc__, "bcq.py")
+    saved, data = load_run(args.run)
     m = bcq.load_policy(args.run).module
     n = saved["num_eval_action_samples"]
 
@@ -41,23 +32,20 @@ def main() -> None:
         def act(obs: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return policy(torch.as_tensor(obs, dtype=torch.float32)).clamp(-1, 1).numpy()
-        return float(evaluate(act, data.env_spec, args.episodes, seed=saved["seed"]).mean())
+        return mean_return(act, data, args.episodes, saved["seed"])
 
     def fresh(obs: torch.Tensor) -> torch.Tensor:  # new latents at every step
         rep, act = bcq.candidates(obs, m.vae.sample_latent(len(obs) * n, obs.device), m.vae, m.perturb)
         return bcq.select_action(m.q(rep, act)[0].view(-1, n), act.view(-1, n, act.shape[-1]))
 
     torch.manual_seed(0)
-    out = {"run": Path(args.run).name, "episodes": args.episodes, "returns": {
+    write({"run": Path(args.run).name, "episodes": args.episodes, "returns": {
         "as_the_script_acts": returns(m),
         **{f"fixed_latents_seed_{s}": returns(bcq.BCQPolicy(m.vae, m.perturb, m.q, n, s).eval())
            for s in (1000, 1001, 1002)},
         "fresh_latents_per_step": returns(fresh),
         "vae_decoder_at_z0": returns(lambda obs: m.vae.decode(obs, torch.zeros(len(obs), m.vae.latent_dim))),
-    }}
-    out["scores"] = {k: float(data.normalized_score([v])[0]) for k, v in out["returns"].items()}
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    }}, data, args.out)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ values the policy does not reach. If only the rules that choose by Q fail, the c
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,32 +20,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import algorithms.bear as bear  # noqa: E402
-from common.checkpoints import load_policy_checkpoint  # noqa: E402
-from common.data import load_dataset  # noqa: E402
-from common.evaluation import env_actions, eval_seed, evaluate, flatten_obs, make_env  # noqa: E402
-from common.vocabulary import upgrade_args  # noqa: E402
+from benchmarks.probes import load_run, mean_return, parse, write  # noqa: E402
+from common.evaluation import env_actions, eval_seed, flatten_obs, make_env  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run", help="a bear.py run folder")
-    p.add_argument("--episodes", type=int, default=5)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    if args.episodes < 1:
-        raise SystemExit("error: --episodes must be at least 1")
-
-    state = load_policy_checkpoint(args.run, "bear")
-    saved = bear.Args(**upgrade_args("bear", json.loads(state["args"])))
-    data = load_dataset(saved.dataset)
+    args = parse(__doc__, "bear.py")
+    saved, data = load_run(args.run)
     script = bear.load_policy(args.run)
     policy, q = script.module.policy, script.module.q
 
-    def returns(act) -> float:
-        return float(evaluate(act, data.env_spec, args.episodes, seed=saved.seed).mean())
-
     def best_of(n: int):
-        m = bear.BEARPolicy(policy, q, n, data.act_dim, saved.seed).eval()
+        m = bear.BEARPolicy(policy, q, n, data.act_dim, saved["seed"]).eval()
         return lambda obs: m(torch.as_tensor(obs, dtype=torch.float32)).numpy()
 
     def mean_action(obs: np.ndarray) -> np.ndarray:
@@ -58,7 +42,7 @@ def main() -> None:
     q_start, discounted = [], []
     for i in range(args.episodes):
         env = make_env(data.env_spec)
-        obs = flatten_obs(env.reset(seed=eval_seed(saved.seed, i))[0])
+        obs = flatten_obs(env.reset(seed=eval_seed(saved["seed"], i))[0])
         total, discount, done = 0.0, 1.0, False
         while not done:
             act = script(obs[None].astype(np.float32))
@@ -69,22 +53,16 @@ def main() -> None:
             obs, reward, term, trunc, _ = env.step(env_actions(act, env.action_space)[0])
             obs = flatten_obs(obs)
             total += discount * float(reward)
-            discount *= saved.gamma
+            discount *= saved["gamma"]
             done = term or trunc
         discounted.append(total)
         env.close()
 
-    out = {"run": Path(args.run).name, "episodes": args.episodes, "returns": {
-        "as_the_script_acts": returns(script),
-        "best_of_10_by_q1": returns(best_of(10)),
-        "one_policy_sample": returns(best_of(1)),
-        "policy_mean_tanh_mu": returns(mean_action),
-    }, "q1_at_first_state": q_start, "discounted_return_from_first_state": discounted}
-    out["scores"] = {k: float(data.normalized_score([v])[0]) for k, v in out["returns"].items()}
-    tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(args.out)
-    print(json.dumps(out, indent=1))
+    write({"run": Path(args.run).name, "episodes": args.episodes, "returns": {
+        name: mean_return(act, data, args.episodes, saved["seed"]) for name, act in (
+            ("as_the_script_acts", script), ("best_of_10_by_q1", best_of(10)), ("one_policy_sample", best_of(1)),
+            ("policy_mean_tanh_mu", mean_action))},
+        "q1_at_first_state": q_start, "discounted_return_from_first_state": discounted}, data, args.out)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,23 @@ def tiny_cartpole(minari_root):
     return "test/cartpole/tiny-v0"
 
 
+def check_probe(script: ModuleType, args, probe: str, tmp_path: Path) -> dict:
+    """Train `args` (one evaluation episode at the end), run `benchmarks/<probe>` on the run folder for one episode
+    and return its JSON, checked: 'as the script acts' replays the run's own final evaluation, every return is
+    finite and scored."""
+    import subprocess
+    result = script.train(args)
+    (run,) = Path(args.runs_dir).iterdir()
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, f"benchmarks/{probe}", str(run), "--episodes", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["returns"]["as_the_script_acts"] == result["final_return"]
+    assert set(r["returns"]) == set(r["scores"]) and all(math.isfinite(v) for v in r["returns"].values())
+    return r
+
+
 def check_bad_flag(script: ModuleType, field: str, value, flag: str, tmp_path: Path) -> None:
     """`script.train` refuses `field = value` at once with an ArgumentError naming `flag`: before the (missing)
     dataset is even looked up, and without leaving a run folder for a run that never started."""

@@ -3,7 +3,6 @@ multiplier's direction, acting by the best of sampled actions, smoke run, bad in
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from algorithms import bear
-from conftest import ROOT, check_bad_flag, check_finished_run, make_dataset
+from conftest import ROOT, check_bad_flag, check_finished_run, check_probe, make_dataset
 from common.fast import adam
 
 
@@ -178,24 +177,15 @@ def test_train_smoke(tiny_hopper, tmp_path):
 
 
 def test_probe_takes_the_acting_rule_apart(tiny_hopper, tmp_path):
-    """benchmarks/bear_probe.py: its 'as the script acts' is the run's own final evaluation, replayed; the other
-    rules and the critic's first-state values are there and finite."""
+    """benchmarks/bear_probe.py replays the run's final evaluation, evaluates the other acting rules, and gives the
+    critic's first-state value beside the discounted return earned."""
     args = bear.Args(dataset=tiny_hopper, total_steps=20, eval_every=20, eval_episodes=1, log_every=10,
                      checkpoint_every=20, batch_size=16, hidden_dim=16, vae_hidden_dim=16, bc_steps=10,
                      runs_dir=str(tmp_path / "runs"), progress=False)
-    result = bear.train(args)
-    (run,) = (tmp_path / "runs").iterdir()
-    out = tmp_path / "probe.json"
-    proc = subprocess.run([sys.executable, "benchmarks/bear_probe.py", str(run), "--episodes", "1", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(out.read_text())
-    assert r["returns"]["as_the_script_acts"] == result["final_return"]
-    assert set(r["returns"]) == set(r["scores"]) == {"as_the_script_acts", "best_of_10_by_q1", "one_policy_sample",
-                                                     "policy_mean_tanh_mu"}
-    assert all(math.isfinite(v) for v in [*r["returns"].values(), *r["q1_at_first_state"],
-                                          *r["discounted_return_from_first_state"]])
+    r = check_probe(bear, args, "bear_probe.py", tmp_path)
+    assert set(r["returns"]) == {"as_the_script_acts", "best_of_10_by_q1", "one_policy_sample", "policy_mean_tanh_mu"}
     assert len(r["q1_at_first_state"]) == len(r["discounted_return_from_first_state"]) == 1
+    assert all(math.isfinite(v) for v in [*r["q1_at_first_state"], *r["discounted_return_from_first_state"]])
 
 
 # ----------------------------------------------------------------------------------------------
