@@ -62,6 +62,11 @@ Implementation details (the authors' code and config/locomotion.py unless marked
 10. Deviation: evaluation every 100k updates, 10 episodes; the score is the final evaluation. Planning time
     per environment step is measured and written to result.json (`plan_seconds_per_step`: one state,
     `eval_plan_seconds_per_call`: one batched call of the evaluation, all running episodes at once).
+    At the defaults (64 plans, 20 denoising steps, horizon 32; an untrained Hopper-sized model, 11 + 3 dims; one
+    CPU thread, the machine's other core busy with a training run) one state takes ~2.7 s
+    (benchmarks/results/plan_speed_cpu_1thread_diffuser.json, written by `OMP_NUM_THREADS=1 python
+    benchmarks/plan_speed.py --algo diffuser --steps 3 --out FILE`): a 1,000-step episode is about 45 minutes on
+    a CPU thread, so evaluate fewer episodes on a CPU (--eval-episodes) or plan on a GPU.
 
 Usage:
     python algorithms/diffuser.py                                        # stitch/hopper/medium-replay-v0

@@ -51,7 +51,8 @@ Implementation details (from the authors' code, config/offline.py, trajectory/..
     moves by a transition whenever a new one begins (the position embeddings count from its start), so once per
     planned transition the whole window is read again. The logits are the uncached ones up to float rounding
     (tests/test_tt.py). Planning time per environment step at the defaults (beam 128, horizon 15; an untrained
-    Hopper-sized model, 11 + 3 dims; one thread of an idle 2-core CPU): ~3.7 s with the cache, ~54 s without
+    Hopper-sized model, 11 + 3 dims; one CPU thread, the machine's other core busy with a training run): ~3.7 s
+    with the cache, ~54 s without
     (benchmarks/results/plan_speed_cpu_1thread.json and _nocache.json, written by
     `OMP_NUM_THREADS=1 python benchmarks/plan_speed.py --steps S [--no-cache] --out FILE`). Per planned transition
     the cache reads ~13k token positions instead of ~239k. Even cached, a 1,000-step episode takes about an hour
