@@ -8,10 +8,19 @@ Evaluates, on the run's dataset environment with the evaluation seeds, the polic
 sample, and the mean action tanh(mu(s)) with no critic at all. Also Q_1 of the script's action at each episode's
 first state beside the discounted return that episode earned from there: a critic far above it ranks actions by
 values the policy does not reach. If only the rules that choose by Q fail, the critic's choice is what fails.
+
+And the constraint the Lagrange multiplier enforces, at --states random dataset states: the MMD between n samples of
+the VAE and n of pi (what training computes), beside the MMD between two independent draws of n VAE samples, the
+value the estimator gives a policy that matches the behaviour exactly. With n = 4 and every pair counted (the
+authors' estimator), E[MMD^2] of identical distributions is (2 / n)(1 - mean k(x, x')) > 0: where that floor is above
+epsilon no policy meets the constraint, the multiplier climbs to its clamp and the actor's loss is mostly
+alpha * MMD, the critic's term a small part of it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,7 +30,39 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import algorithms.bear as bear  # noqa: E402
 from benchmarks.probes import load_run, mean_return, parse, write  # noqa: E402
+from common.checkpoints import load_policy_checkpoint  # noqa: E402
 from common.evaluation import env_actions, eval_seed, flatten_obs, make_env  # noqa: E402
+
+
+def constraint(run: str, saved: dict, data, states: int = 2048) -> dict:
+    """MMD of pi against the VAE and of the VAE against itself (mean over `states` dataset states), the threshold and
+    the checkpoint's multiplier."""
+    state = load_policy_checkpoint(run, "bear")
+    vae = bear.VAE(data.obs_dim, data.act_dim, saved["vae_hidden_dim"], saved["max_latent"])
+    vae.load_state_dict(state["vae"])
+    policy = bear.TanhGaussianPolicy(data.obs_dim, data.act_dim, saved["hidden_dim"])
+    policy.load_state_dict(state["policy"])
+    sigma = bear.KERNEL_SIGMA[saved["kernel"]] if saved["mmd_sigma"] is None else saved["mmd_sigma"]
+    n = saved["num_divergence_samples"]
+    torch.manual_seed(saved["seed"])
+    idx = torch.randint(0, len(data.observations), (states,))
+    obs = torch.as_tensor(data.observations[idx.numpy()], dtype=torch.float32)
+    # the training's log: when the multiplier first reached its clamp, and the lowest MMD it logged
+    logged = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in logged if "lagrange_multiplier" in r]
+    clamp = math.exp(bear.LOG_ALPHA_MAX)
+    at_clamp = next((r["step"] for r in logged if r["lagrange_multiplier"] >= clamp * (1 - 1e-6)), None)
+    with torch.no_grad():
+        behaviour, again = vae.sample(obs, n)[1], vae.sample(obs, n)[1]
+        pi = policy.sample(obs, n)[1]
+        return {"samples": n, "kernel": saved["kernel"], "sigma": sigma, "threshold": saved["lagrange_threshold"],
+                "multiplier": float(state["log_alpha"].exp()), "states": states,
+                "mmd_policy_vs_vae": float(bear.mmd(behaviour, pi, saved["kernel"], sigma).mean()),
+                "mmd_vae_vs_itself": float(bear.mmd(behaviour, again, saved["kernel"], sigma).mean()),
+                "policy_std": float(policy(obs)[1].exp().mean()),
+                "log": {"multiplier_first_at_clamp": at_clamp,
+                        "lowest_mmd_logged": min(r["divergence"] for r in logged),
+                        "log_every": logged[1]["step"] - logged[0]["step"] if len(logged) > 1 else None}}
 
 
 def main() -> None:
@@ -58,7 +99,8 @@ def main() -> None:
         discounted.append(total)
         env.close()
 
-    write({"run": Path(args.run).name, "episodes": args.episodes, "returns": {
+    write({"run": Path(args.run).name, "episodes": args.episodes, "constraint": constraint(args.run, saved, data),
+           "returns": {
         name: mean_return(act, data, args.episodes, saved["seed"]) for name, act in (
             ("as_the_script_acts", script), ("best_of_10_by_q1", best_of(10)), ("one_policy_sample", best_of(1)),
             ("policy_mean_tanh_mu", mean_action))},

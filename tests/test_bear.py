@@ -3,6 +3,7 @@ multiplier's direction, acting by the best of sampled actions, smoke run, bad in
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -186,6 +187,14 @@ def test_probe_takes_the_acting_rule_apart(tiny_hopper, tmp_path):
     assert set(r["returns"]) == {"as_the_script_acts", "best_of_10_by_q1", "one_policy_sample", "policy_mean_tanh_mu"}
     assert len(r["q1_at_first_state"]) == len(r["discounted_return_from_first_state"]) == 1
     assert all(math.isfinite(v) for v in [*r["q1_at_first_state"], *r["discounted_return_from_first_state"]])
+    # the constraint: the checkpoint's multiplier, the run's settings, and the lowest MMD of its log
+    (run,) = (tmp_path / "runs").iterdir()
+    c, state = r["constraint"], torch.load(run / "checkpoint.pt", weights_only=False)
+    assert c["multiplier"] == pytest.approx(float(state["log_alpha"].exp()))
+    assert (c["samples"], c["threshold"], c["kernel"]) == (4, args.lagrange_threshold, args.kernel)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert c["log"]["lowest_mmd_logged"] == min(m["divergence"] for m in logged if "divergence" in m)
+    assert c["mmd_policy_vs_vae"] > 0 and c["mmd_vae_vs_itself"] > 0 and c["policy_std"] > 0
 
 
 # ----------------------------------------------------------------------------------------------
