@@ -357,6 +357,11 @@ def test_d3rlpy_bcq_and_bear_use_their_reproduction_settings(monkeypatch):
     assert bcq["actor_encoder_factory"].args == bcq["critic_encoder_factory"].args == ([400, 300],)
     assert bcq["imitator_encoder_factory"].args == ([750, 750],)
     assert side.make_algo("bcq", "x", 1000, 32, False).kwargs["batch_size"] == 32  # --batch-size overrides
+    assert side.make_algo("bcq", "x", 1000, None, False, n_action_samples=10).kwargs["n_action_samples"] == 10
+    assert side.parse_args(["--data", "d.npz", "--algo", "bcq", "--n-action-samples", "10"]).n_action_samples == 10
+    for bad in (["--algo", "bear", "--n-action-samples", "10"], ["--algo", "bcq", "--n-action-samples", "0"]):
+        with pytest.raises(SystemExit):
+            side.parse_args(["--data", "d.npz", *bad])
 
     bear = side.make_algo("bear", "stitch/hopper/medium-v0", 1000, None, False).kwargs
     assert (bear["actor_learning_rate"], bear["critic_learning_rate"], bear["imitator_learning_rate"],
