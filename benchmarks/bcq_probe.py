@@ -5,8 +5,11 @@
 
 Evaluates, on the run's dataset environment with the evaluation seeds, the policy as the script acts
 (`load_policy`: 100 fixed latents, perturbed, the best by Q_1), the same with other fixed latent sets, with fresh
-latents at every step (the authors' acting), and the VAE's decoder at z = 0 alone (no perturbation, no Q). If only
-the rules that choose by Q fail, the critic's choice among the candidates is what fails, not the latents.
+latents at every step (the authors' acting), and the VAE's decoder at z = 0 alone (no perturbation, no Q); then the
+two halves of the rule apart: the best by Q_1 of the unperturbed VAE candidates, and the perturbed decoder at z = 0
+(no choice by Q). If only the rules that choose by Q fail, the critic's choice among the candidates is what fails,
+not the latents. Also Q_1 of the script's action at each episode's first state beside the discounted return that
+episode earned from there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import algorithms.bcq as bcq  # noqa: E402
-from benchmarks.probes import load_run, mean_return, parse, write  # noqa: E402
+from benchmarks.probes import first_state_values, load_run, mean_return, parse, write  # noqa: E402
 
 
 def main() -> None:
@@ -38,6 +41,22 @@ def main() -> None:
         rep, act = bcq.candidates(obs, m.vae.sample_latent(len(obs) * n, obs.device), m.vae, m.perturb)
         return bcq.select_action(m.q(rep, act)[0].view(-1, n), act.view(-1, n, act.shape[-1]))
 
+    def unperturbed(obs: torch.Tensor) -> torch.Tensor:  # the script's latents, no perturbation, the best by Q_1
+        rep = obs.repeat_interleave(n, 0)
+        act = m.vae.decode(rep, m.z.repeat(obs.shape[0], 1))
+        return bcq.select_action(m.q(rep, act)[0].view(-1, n), act.view(-1, n, act.shape[-1]))
+
+    def perturbed_z0(obs: torch.Tensor) -> torch.Tensor:  # one candidate, z = 0, perturbed: no choice by Q
+        return m.perturb(obs, m.vae.decode(obs, torch.zeros(len(obs), m.vae.latent_dim)))
+
+    def script(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return m(torch.as_tensor(obs, dtype=torch.float32)).clamp(-1, 1).numpy()
+
+    def q1(obs: np.ndarray, act: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(m.q(torch.as_tensor(obs), torch.as_tensor(act, dtype=torch.float32))[0, 0])
+
     torch.manual_seed(0)
     write({"run": Path(args.run).name, "episodes": args.episodes, "returns": {
         "as_the_script_acts": returns(m),
@@ -45,7 +64,9 @@ def main() -> None:
            for s in (1000, 1001, 1002)},
         "fresh_latents_per_step": returns(fresh),
         "vae_decoder_at_z0": returns(lambda obs: m.vae.decode(obs, torch.zeros(len(obs), m.vae.latent_dim))),
-    }}, data, args.out)
+        "unperturbed_candidates_best_by_q1": returns(unperturbed),
+        "perturbed_decoder_at_z0": returns(perturbed_z0),
+    }, **first_state_values(script, q1, data, args.episodes, saved["seed"], saved["gamma"])}, data, args.out)
 
 
 if __name__ == "__main__":

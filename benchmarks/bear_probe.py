@@ -29,9 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import algorithms.bear as bear  # noqa: E402
-from benchmarks.probes import load_run, mean_return, parse, write  # noqa: E402
+from benchmarks.probes import first_state_values, load_run, mean_return, parse, write  # noqa: E402
 from common.checkpoints import load_policy_checkpoint  # noqa: E402
-from common.evaluation import env_actions, eval_seed, flatten_obs, make_env  # noqa: E402
 
 
 def constraint(run: str, saved: dict, data, states: int = 2048) -> dict:
@@ -79,32 +78,16 @@ def main() -> None:
         with torch.no_grad():
             return torch.tanh(policy(torch.as_tensor(obs, dtype=torch.float32))[0]).numpy()
 
-    # Q_1 at each evaluation episode's first state, and the discounted return the script's acting earned from there
-    q_start, discounted = [], []
-    for i in range(args.episodes):
-        env = make_env(data.env_spec)
-        obs = flatten_obs(env.reset(seed=eval_seed(saved["seed"], i))[0])
-        total, discount, done = 0.0, 1.0, False
-        while not done:
-            act = script(obs[None].astype(np.float32))
-            if discount == 1.0:
-                with torch.no_grad():
-                    q_start.append(float(q(torch.as_tensor(obs[None], dtype=torch.float32),
-                                           torch.as_tensor(act, dtype=torch.float32))[0, 0]))
-            obs, reward, term, trunc, _ = env.step(env_actions(act, env.action_space)[0])
-            obs = flatten_obs(obs)
-            total += discount * float(reward)
-            discount *= saved["gamma"]
-            done = term or trunc
-        discounted.append(total)
-        env.close()
+    def q1(obs: np.ndarray, act: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(q(torch.as_tensor(obs), torch.as_tensor(act, dtype=torch.float32))[0, 0])
 
     write({"run": Path(args.run).name, "episodes": args.episodes, "constraint": constraint(args.run, saved, data),
            "returns": {
         name: mean_return(act, data, args.episodes, saved["seed"]) for name, act in (
             ("as_the_script_acts", script), ("best_of_10_by_q1", best_of(10)), ("one_policy_sample", best_of(1)),
             ("policy_mean_tanh_mu", mean_action))},
-        "q1_at_first_state": q_start, "discounted_return_from_first_state": discounted}, data, args.out)
+        **first_state_values(script, q1, data, args.episodes, saved["seed"], saved["gamma"])}, data, args.out)
 
 
 if __name__ == "__main__":

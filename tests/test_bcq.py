@@ -132,13 +132,21 @@ def test_train_smoke(tiny_hopper, tmp_path):
                        finite=("loss/vae", "loss/actor", "loss/q", "q_data"))
 
 
-def test_probe_takes_the_acting_rule_apart(tiny_hopper, tmp_path):
-    """benchmarks/bcq_probe.py replays the run's final evaluation and evaluates the rule's parts."""
+@pytest.mark.parametrize("phi", [0.05, 0.0])
+def test_probe_takes_the_acting_rule_apart(tiny_hopper, tmp_path, phi):
+    """benchmarks/bcq_probe.py replays the run's final evaluation and evaluates the rule's parts; with no
+    perturbation (Phi = 0) the parts without it act as the rule and the decoder do."""
     args = bcq.Args(dataset=tiny_hopper, total_steps=20, eval_every=20, eval_episodes=1, log_every=10,
                     checkpoint_every=20, batch_size=16, hidden_dim=16, vae_hidden_dim=16, num_eval_action_samples=10,
-                    runs_dir=str(tmp_path / "runs"), progress=False)
+                    max_perturbation=phi, runs_dir=str(tmp_path / "runs"), progress=False)
     r = check_probe(bcq, args, "bcq_probe.py", tmp_path)
-    assert {"fresh_latents_per_step", "vae_decoder_at_z0"} <= set(r["returns"])
+    returns = r["returns"]
+    assert {"fresh_latents_per_step", "vae_decoder_at_z0", "unperturbed_candidates_best_by_q1",
+            "perturbed_decoder_at_z0"} <= set(returns)
+    assert len(r["q1_at_first_state"]) == len(r["discounted_return_from_first_state"]) == 1
+    if phi == 0.0:
+        assert returns["unperturbed_candidates_best_by_q1"] == returns["as_the_script_acts"]
+        assert returns["perturbed_decoder_at_z0"] == returns["vae_decoder_at_z0"]
 
 
 # ----------------------------------------------------------------------------------------------
