@@ -247,9 +247,12 @@ def test_train_smoke(tiny_hopper, tmp_path):
     assert all(math.isfinite(r["loss/value"]) for r in records if "loss/value" in r)
     # the EMA weights are an average, not the online weights
     assert not all(torch.equal(ckpt["model"][k], ckpt["ema_model"][k]) for k in ckpt["model"])
-    assert result["plan_seconds_per_step"] > 0 and result["eval_plan_seconds_per_call"] > 0  # planning time
+    assert result["plan_s_one_state"] > 0 and result["plan_s_per_step"] > 0  # planning time
+    plans = [r for r in records if "plan_s_per_step" in r]  # logged with each evaluation; the result their mean
+    assert [r["step"] for r in plans] == [e["step"] for e in result["evals"]]
+    assert result["plan_s_per_step"] == pytest.approx(np.mean([r["plan_s_per_step"] for r in plans]))
     again = json.loads((run_dir / "result.json").read_text())  # resumed when finished: no evaluation to time
-    assert again["plan_seconds_per_step"] > 0 and again["eval_plan_seconds_per_call"] is None
+    assert again["plan_s_one_state"] > 0 and again["plan_s_per_step"] is None
 
 
 # ----------------------------------------------------------------------------------------------

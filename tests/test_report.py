@@ -294,6 +294,17 @@ def test_model_based_runs_report_their_dynamics_training(tmp_path):
     assert "Dynamics-model" not in report(tmp_path, [record("bc", "A", 0, 1.0)])
 
 
+def test_planners_report_their_planning_time(tmp_path):
+    text = report(tmp_path, [record("tt", "A", 0, 1.0, plan_s_per_step=0.2, device="cpu"),
+                             record("tt", "A", 1, 2.0, plan_s_per_step=0.4, device="cpu"),
+                             record("diffuser", "A", 0, 2.0, plan_s_per_step=3.0, plan_device="cuda"),
+                             record("diffuser", "A", 1, 2.0, plan_s_per_step=None, plan_device="cuda"),
+                             record("bc", "A", 0, 3.0)])
+    assert ("Planning time per environment step during the evaluations (all of an evaluation's episodes planned in "
+            "one call; mean over seeds): tt on A 0.30 s (cpu); diffuser on A 3.00 s (cuda).") in text
+    assert "Planning time" not in report(tmp_path, [record("bc", "A", 0, 1.0)])
+
+
 def test_late_score_averages_the_last_fifth_of_training(tmp_path):
     from benchmarks.report import late_score
 
