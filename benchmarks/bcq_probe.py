@@ -31,11 +31,14 @@ def main() -> None:
     m = bcq.load_policy(args.run).module
     n = saved["num_eval_action_samples"]
 
-    def returns(policy) -> float:
+    def on_arrays(policy):  # observations [n, obs_dim] (numpy) -> actions in [-1, 1] (numpy)
         def act(obs: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return policy(torch.as_tensor(obs, dtype=torch.float32)).clamp(-1, 1).numpy()
-        return mean_return(act, data, args.episodes, saved["seed"])
+        return act
+
+    def returns(policy) -> float:
+        return mean_return(on_arrays(policy), data, args.episodes, saved["seed"])
 
     def fresh(obs: torch.Tensor) -> torch.Tensor:  # new latents at every step
         rep, act = bcq.candidates(obs, m.vae.sample_latent(len(obs) * n, obs.device), m.vae, m.perturb)
@@ -48,10 +51,6 @@ def main() -> None:
 
     def perturbed_z0(obs: torch.Tensor) -> torch.Tensor:  # one candidate, z = 0, perturbed: no choice by Q
         return m.perturb(obs, m.vae.decode(obs, torch.zeros(len(obs), m.vae.latent_dim)))
-
-    def script(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return m(torch.as_tensor(obs, dtype=torch.float32)).clamp(-1, 1).numpy()
 
     def q1(obs: np.ndarray, act: np.ndarray) -> float:
         with torch.no_grad():
@@ -66,7 +65,7 @@ def main() -> None:
         "vae_decoder_at_z0": returns(lambda obs: m.vae.decode(obs, torch.zeros(len(obs), m.vae.latent_dim))),
         "unperturbed_candidates_best_by_q1": returns(unperturbed),
         "perturbed_decoder_at_z0": returns(perturbed_z0),
-    }, **first_state_values(script, q1, data, args.episodes, saved["seed"], saved["gamma"])}, data, args.out)
+    }, **first_state_values(on_arrays(m), q1, data, args.episodes, saved["seed"], saved["gamma"])}, data, args.out)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ sample, and the mean action tanh(mu(s)) with no critic at all. Also Q_1 of the s
 first state beside the discounted return that episode earned from there: a critic far above it ranks actions by
 values the policy does not reach. If only the rules that choose by Q fail, the critic's choice is what fails.
 
-And the constraint the Lagrange multiplier enforces, at --states random dataset states: the MMD between n samples of
-the VAE and n of pi (what training computes), beside the MMD between two independent draws of n VAE samples, the
-value the estimator gives a policy that matches the behaviour exactly. With n = 4 and every pair counted (the
-authors' estimator), E[MMD^2] of identical distributions is (2 / n)(1 - mean k(x, x')) > 0: where that floor is above
-epsilon no policy meets the constraint, the multiplier climbs to its clamp and the actor's loss is mostly
-alpha * MMD, the critic's term a small part of it.
+And the constraint the Lagrange multiplier enforces, at 2,048 random dataset states: the MMD between n samples of
+the VAE and n of pi (what training computes), beside the MMD between two independent draws of n VAE samples, which
+is what the estimator gives a policy that matched the behaviour model exactly (above 0: every pair is counted, as in
+the authors' estimator). If that floor is below epsilon and pi's MMD is not, the constraint could hold and pi does
+not meet it; with the run's log, when the multiplier first reached its clamp and the lowest MMD logged.
 """
 
 from __future__ import annotations
